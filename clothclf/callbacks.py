@@ -1,0 +1,120 @@
+"""Training callbacks, one behaviour each: progress reporting with cooperative stop, and history."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import keras
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """A snapshot of a running training job, handed to a progress hook after every batch and epoch.
+
+    ``fraction`` is the share of all planned epochs done (0..1); ``history`` holds every finished epoch.
+    """
+
+    phase: str
+    epoch: int
+    epochs: int
+    batch: int
+    batches: int
+    fraction: float
+    elapsed: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: tuple[dict[str, float | str], ...] = ()
+
+
+ProgressHook = Callable[[ProgressEvent], None]
+
+
+def current_lr(model: keras.Model) -> float:
+    """The optimizer's learning rate now (works for constant rates and schedules)."""
+    optimizer = model.optimizer
+    rate = optimizer.learning_rate
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        rate = rate(optimizer.iterations)
+    return float(keras.ops.convert_to_numpy(rate))
+
+
+class HistoryRecorder(keras.callbacks.Callback):
+    """Appends one row per epoch (phase, epoch, loss, accuracy, val_loss, val_accuracy, lr) to ``rows``."""
+
+    def __init__(self, rows: list[dict], phase: str):
+        super().__init__()
+        self.rows = rows
+        self.phase = phase
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        row: dict[str, float | str] = {"phase": self.phase, "epoch": len(self.rows) + 1}
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            if key in logs:
+                row[key] = float(logs[key])
+        row["lr"] = current_lr(self.model)
+        self.rows.append(row)
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """Calls ``hook`` after every batch and epoch, and stops training after the current batch
+    once ``stop`` is set (``model.stop_training`` is checked by Keras after each batch)."""
+
+    def __init__(
+        self,
+        hook: ProgressHook | None,
+        stop: threading.Event | None,
+        *,
+        phase: str,
+        history: list[dict],
+        epochs_before: int,
+        total_epochs: int,
+        started: float,
+    ):
+        super().__init__()
+        self.hook = hook
+        self.stop = stop
+        self.phase = phase
+        self.history = history
+        self.epochs_before = epochs_before
+        self.total_epochs = max(total_epochs, 1)
+        self.started = started
+        self.epoch = 0
+        self.epochs = 0
+        self.batches = 0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.epochs = self.params.get("epochs", 0)
+        self.batches = self.params.get("steps") or 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def _emit(self, batch: int, logs: dict | None) -> None:
+        if self.hook is None:
+            return
+        within = (batch / self.batches) if self.batches else 0.0
+        done = self.epochs_before + self.epoch + within
+        self.hook(
+            ProgressEvent(
+                phase=self.phase,
+                epoch=self.epoch + 1,
+                epochs=self.epochs,
+                batch=batch,
+                batches=self.batches,
+                fraction=min(done / self.total_epochs, 1.0),
+                elapsed=time.monotonic() - self.started,
+                metrics={k: float(v) for k, v in (logs or {}).items() if isinstance(v, (int, float))},
+                history=tuple(self.history),
+            )
+        )
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._emit(batch + 1, logs)
+        if self.stop is not None and self.stop.is_set():
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._emit(self.batches, logs)

@@ -1,0 +1,167 @@
+"""Folder datasets: discover classes and files, split deterministically, fingerprint content.
+
+A dataset root holds ``train/``, ``validation/`` and ``test/`` folders of class subfolders, or is a
+single folder of class subfolders, which :func:`create_dataset` splits (stratified, seeded). No
+TensorFlow here: the tf.data side lives in :mod:`clothclf.pipeline`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from clothclf.errors import DatasetError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Split:
+    """The files of one split with their integer labels (indices into the dataset's class names)."""
+
+    files: tuple[Path, ...]
+    labels: tuple[int, ...]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A resolved dataset: class names, the three splits, and how they were made."""
+
+    root: Path
+    class_names: tuple[str, ...]
+    train: Split
+    validation: Split
+    test: Split
+    layout: str  # "splits" (train/validation/test folders) or "folder" (split here, seeded)
+
+    def split(self, name: str) -> Split:
+        """The split called ``name`` (train, validation or test)."""
+        if name not in SPLITS:
+            raise DatasetError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+    def split_record(self) -> dict[str, list[str]]:
+        """Relative file paths of every split, to store with a run so the split can be reproduced."""
+        return {name: [str(p.relative_to(self.root)) for p in self.split(name).files] for name in SPLITS}
+
+
+def _is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+
+
+def scan_class_folder(
+    folder: str | Path, class_names: tuple[str, ...] | None = None
+) -> tuple[tuple[str, ...], Split]:
+    """Files and labels of a folder of class subfolders.
+
+    With ``class_names`` given, labels index into it and a subfolder not in it is an error;
+    otherwise the class names are the sorted subfolder names that hold at least one image.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such folder")
+    by_class = {d.name: sorted(p for p in d.rglob("*") if _is_image(p)) for d in _class_dirs(folder)}
+    by_class = {name: files for name, files in by_class.items() if files}
+    if not by_class:
+        raise DatasetError(
+            f"{folder}: no class folders with images (expected one subfolder of images per class)"
+        )
+    if class_names is None:
+        class_names = tuple(sorted(by_class))
+    else:
+        unknown = sorted(set(by_class) - set(class_names))
+        if unknown:
+            raise DatasetError(
+                f"{folder}: class folders {unknown} are not among the model's classes {list(class_names)}"
+            )
+    files: list[Path] = []
+    labels: list[int] = []
+    for name in sorted(by_class):
+        files.extend(by_class[name])
+        labels.extend([class_names.index(name)] * len(by_class[name]))
+    return class_names, Split(tuple(files), tuple(labels))
+
+
+def stratified_split(split: Split, fractions: tuple[float, float], seed: int) -> tuple[Split, Split, Split]:
+    """Split into (train, validation, test) by class, with the given validation/test fractions."""
+    rng = random.Random(seed)
+    parts: list[list[tuple[Path, int]]] = [[], [], []]
+    by_label: dict[int, list[Path]] = {}
+    for path, label in zip(split.files, split.labels):
+        by_label.setdefault(label, []).append(path)
+    for label in sorted(by_label):
+        files = sorted(by_label[label])
+        rng.shuffle(files)
+        n_val = round(len(files) * fractions[0]) if len(files) > 2 else 0
+        n_test = round(len(files) * fractions[1]) if len(files) > 2 else 0
+        parts[1] += [(p, label) for p in files[:n_val]]
+        parts[2] += [(p, label) for p in files[n_val : n_val + n_test]]
+        parts[0] += [(p, label) for p in files[n_val + n_test :]]
+
+    def to_split(pairs: list[tuple[Path, int]]) -> Split:
+        pairs = sorted(pairs)
+        return Split(tuple(p for p, _ in pairs), tuple(label for _, label in pairs))
+
+    return to_split(parts[0]), to_split(parts[1]), to_split(parts[2])
+
+
+def create_dataset(
+    root: str | Path, seed: int = 42, val_fraction: float = 0.1, test_fraction: float = 0.1
+) -> Dataset:
+    """Resolve a dataset folder (either layout) into a :class:`Dataset`."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset folder")
+    if (root / "train").is_dir():
+        class_names, train = scan_class_folder(root / "train")
+        splits = [train]
+        for name in SPLITS[1:]:
+            folder = root / name
+            splits.append(scan_class_folder(folder, class_names)[1] if folder.is_dir() else Split((), ()))
+        if not len(splits[1]):
+            raise DatasetError(f"{root}: has train/ but no validation/ folder with images")
+        return Dataset(root, class_names, *splits, layout="splits")
+    class_names, everything = scan_class_folder(root)
+    if len(class_names) < 2:
+        raise DatasetError(f"{root}: a dataset needs at least two class folders")
+    train, validation, test = stratified_split(everything, (val_fraction, test_fraction), seed)
+    if not len(validation):
+        raise DatasetError(f"{root}: too few images to hold out a validation split")
+    return Dataset(root, class_names, train, validation, test, layout="folder")
+
+
+def dataset_fingerprint(dataset: Dataset) -> str:
+    """A content hash of every file (relative path, split, label and bytes): the feature-cache key."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update("\n".join(dataset.class_names).encode())
+    for name in SPLITS:
+        split = dataset.split(name)
+        for path, label in zip(split.files, split.labels):
+            digest.update(f"{name}/{label}/{path.relative_to(dataset.root)}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def class_counts(split: Split, num_classes: int) -> list[int]:
+    """Number of images of each class in ``split``."""
+    counts = Counter(split.labels)
+    return [counts.get(i, 0) for i in range(num_classes)]
+
+
+def class_weights(split: Split, num_classes: int) -> dict[int, float]:
+    """Balanced class weights ``n / (k * n_c)`` so rare classes count as much as common ones."""
+    counts = class_counts(split, num_classes)
+    total = sum(counts)
+    present = sum(1 for c in counts if c)
+    return {i: (total / (present * c) if c else 0.0) for i, c in enumerate(counts)}

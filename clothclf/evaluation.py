@@ -1,0 +1,132 @@
+"""Metrics from predicted probabilities: arrays and tables in, dicts and tables out (no plotting, no TF)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn import metrics as skm
+
+
+def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
+    """ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins."""
+    table = reliability_table(y_true, probs, n_bins)
+    n = len(y_true)
+    return float(sum(row["count"] / n * abs(row["accuracy"] - row["confidence"]) for row in table))
+
+
+def reliability_table(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> list[dict]:
+    """Per confidence bin: its range, image count, mean confidence and accuracy (non-empty bins only)."""
+    confidence = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, n_bins - 1)
+    rows = []
+    for b in range(n_bins):
+        mask = bins == b
+        if mask.any():
+            rows.append(
+                {
+                    "low": float(edges[b]),
+                    "high": float(edges[b + 1]),
+                    "count": int(mask.sum()),
+                    "confidence": float(confidence[mask].mean()),
+                    "accuracy": float(correct[mask].mean()),
+                }
+            )
+    return rows
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts, rows = true class, columns = predicted class."""
+    return skm.confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+
+
+def most_confused(
+    matrix: np.ndarray, class_names: Sequence[str], min_count: int = 1
+) -> list[tuple[str, str, int]]:
+    """(true, predicted, count) for every off-diagonal cell with at least ``min_count``, largest first."""
+    pairs = [
+        (class_names[i], class_names[j], int(matrix[i, j]))
+        for i in range(len(class_names))
+        for j in range(len(class_names))
+        if i != j and matrix[i, j] >= min_count
+    ]
+    return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
+
+
+def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict:
+    """Every summary metric of one evaluation, JSON-ready.
+
+    Accuracy, top-3 accuracy, per-class precision/recall/F1/support, macro and weighted averages,
+    confusion matrix, log loss, expected calibration error, and the regression-style scores of the
+    probabilities against one-hot labels (MAE, MSE, RMSE, R²).
+    """
+    y_true = np.asarray(y_true, dtype=int)
+    probs = np.asarray(probs, dtype=np.float64)
+    probs = probs / probs.sum(axis=1, keepdims=True)
+    k = len(class_names)
+    labels = list(range(k))
+    y_pred = probs.argmax(axis=1)
+    one_hot = np.eye(k)[y_true]
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    mse = skm.mean_squared_error(one_hot, probs)
+    return {
+        "n_images": int(len(y_true)),
+        "class_names": list(class_names),
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "top3_accuracy": float(
+            skm.top_k_accuracy_score(y_true, probs, k=min(3, k), labels=labels) if k > 3 else 1.0
+        ),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "weighted_f1": float(
+            skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
+        ),
+        "log_loss": float(skm.log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+        "ece": expected_calibration_error(y_true, probs),
+        "mae": float(skm.mean_absolute_error(one_hot, probs)),
+        "mse": float(mse),
+        "rmse": float(np.sqrt(mse)),
+        "r2": float(skm.r2_score(one_hot, probs)),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, k).tolist(),
+    }
+
+
+def prediction_rows(
+    files: Sequence[str | Path],
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    root: str | Path | None = None,
+) -> list[dict]:
+    """One row per image: file (relative to ``root`` if given), true, predicted, confidence, correct, top-3."""
+    rows = []
+    for path, label, p in zip(files, y_true, probs):
+        order = np.argsort(-p)[:3]
+        name = str(Path(path).relative_to(root)) if root else str(path)
+        rows.append(
+            {
+                "file": name,
+                "true": class_names[int(label)],
+                "predicted": class_names[int(order[0])],
+                "confidence": float(p[order[0]]),
+                "correct": bool(int(label) == int(order[0])),
+                "top3": ";".join(f"{class_names[j]}:{p[j]:.4f}" for j in order),
+                **{f"p_{name_}": float(p[j]) for j, name_ in enumerate(class_names)},
+            }
+        )
+    return rows

@@ -1,0 +1,177 @@
+"""A registry of backbones and the builders of clothclf's models.
+
+Every model takes raw RGB pixels 0-255 of shape (size, size, 3): the backbone's own input
+preprocessing is a layer inside the model. A model is ``head(feature_extractor(pixels))``, two
+named sub-models, so the head can be trained alone on cached features and reused unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import keras
+from keras import layers
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone: its ``keras.applications`` constructor and input preprocessing."""
+
+    name: str
+    application: str  # attribute of keras.applications, or "" for the from-scratch CNN
+    preprocessing: str  # "tf" (-1..1), "caffe" (BGR, mean-subtracted), "unit" (0..1), "builtin"
+    description: str
+    extra_kwargs: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def pretrained(self) -> bool:
+        """Whether ImageNet weights exist for this backbone (False for the from-scratch CNN)."""
+        return bool(self.application)
+
+
+BACKBONES = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            BackboneSpec("custom_cnn", "", "unit", "Small CNN trained from scratch"),
+            BackboneSpec("mobilenet_v2", "MobileNetV2", "tf", "MobileNetV2 (default, 3.5M params)"),
+            BackboneSpec(
+                "mobilenet_v3_small",
+                "MobileNetV3Small",
+                "builtin",
+                "MobileNetV3-Small (1.5M params)",
+                (("include_preprocessing", True),),
+            ),
+            BackboneSpec(
+                "mobilenet_v3_large",
+                "MobileNetV3Large",
+                "builtin",
+                "MobileNetV3-Large (4.2M params)",
+                (("include_preprocessing", True),),
+            ),
+            BackboneSpec("resnet50", "ResNet50", "caffe", "ResNet50 (25M params)"),
+            BackboneSpec("xception", "Xception", "tf", "Xception (22M params)"),
+            BackboneSpec("efficientnet_b0", "EfficientNetB0", "builtin", "EfficientNet-B0 (5.3M params)"),
+        )
+    }
+)
+
+
+def get_backbone_spec(name: str) -> BackboneSpec:
+    """The registry entry for ``name``; ``ValueError`` naming the choices if there is none."""
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+
+
+@keras.saving.register_keras_serializable(package="clothclf")
+class CaffePreprocessing(layers.Layer):
+    """ResNet-style input preprocessing: RGB to BGR, then subtract the ImageNet channel means."""
+
+    def call(self, inputs):
+        bgr = keras.ops.flip(inputs, axis=-1)
+        return bgr - keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=inputs.dtype)
+
+
+def _preprocessing_layer(kind: str) -> layers.Layer | None:
+    if kind == "tf":
+        return layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")
+    if kind == "unit":
+        return layers.Rescaling(1.0 / 255.0, name="preprocess")
+    if kind == "caffe":
+        return CaffePreprocessing(name="preprocess")
+    return None
+
+
+def _custom_cnn(image_size: int) -> keras.Model:
+    inputs = keras.Input((image_size, image_size, 3))
+    x = inputs
+    for filters in (32, 64, 128, 256):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+        x = layers.BatchNormalization()(x)
+        x = layers.Activation("relu")(x)
+        x = layers.MaxPooling2D()(x)
+        x = layers.Dropout(0.1)(x)
+    return keras.Model(inputs, x, name="custom_cnn")
+
+
+def build_backbone(name: str, image_size: int, weights: str | None = "imagenet") -> keras.Model:
+    """The convolutional base of ``name`` (no top), expecting already-preprocessed input."""
+    spec = get_backbone_spec(name)
+    if not spec.pretrained:
+        return _custom_cnn(image_size)
+    constructor = getattr(keras.applications, spec.application)
+    return constructor(
+        include_top=False,
+        weights=weights,
+        input_shape=(image_size, image_size, 3),
+        **dict(spec.extra_kwargs),
+    )
+
+
+def build_feature_extractor(
+    backbone: str, image_size: int = 224, weights: str | None = "imagenet"
+) -> keras.Model:
+    """Raw pixels -> preprocessing -> backbone (batch-norm in inference mode) -> global average pooling."""
+    spec = get_backbone_spec(backbone)
+    base = build_backbone(backbone, image_size, weights if spec.pretrained else None)
+    inputs = keras.Input((image_size, image_size, 3), name="pixels")
+    preprocess = _preprocessing_layer(spec.preprocessing)
+    x = preprocess(inputs) if preprocess is not None else inputs
+    # Pretrained bases run in inference mode: their batch-norm statistics stay fixed when unfrozen.
+    x = base(x, training=False) if spec.pretrained else base(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name="feature_extractor")
+
+
+def build_head(
+    feature_dim: int, num_classes: int, dropout: float = 0.2, hidden_units: int = 0
+) -> keras.Model:
+    """Dropout, an optional hidden dense layer, and a softmax over ``num_classes``."""
+    inputs = keras.Input((feature_dim,), name="features")
+    x = layers.Dropout(dropout)(inputs)
+    if hidden_units:
+        x = layers.Dense(hidden_units, activation="relu")(x)
+        x = layers.Dropout(dropout)(x)
+    outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="head")
+
+
+def build_model(
+    backbone: str,
+    num_classes: int,
+    image_size: int = 224,
+    weights: str | None = "imagenet",
+    dropout: float = 0.2,
+    hidden_units: int = 0,
+) -> keras.Model:
+    """A classifier of raw RGB pixels (0-255) into ``num_classes`` classes."""
+    extractor = build_feature_extractor(backbone, image_size, weights)
+    head = build_head(extractor.output_shape[-1], num_classes, dropout, hidden_units)
+    inputs = keras.Input((image_size, image_size, 3), name="pixels")
+    return keras.Model(inputs, head(extractor(inputs)), name=f"clothclf_{backbone}")
+
+
+def backbone_layers(model: keras.Model) -> keras.Model:
+    """The pretrained base inside a model built by :func:`build_model`."""
+    extractor = model.get_layer("feature_extractor")
+    return next(layer for layer in extractor.layers if isinstance(layer, keras.Model))
+
+
+def unfreeze_top_layers(model: keras.Model, count: int) -> int:
+    """Make the top ``count`` layers of the base trainable, batch-norm excepted; return how many are."""
+    base = backbone_layers(model)
+    base.trainable = True
+    cut = max(len(base.layers) - count, 0)
+    trainable = 0
+    for index, layer in enumerate(base.layers):
+        layer.trainable = index >= cut and not isinstance(layer, layers.BatchNormalization)
+        trainable += layer.trainable
+    return trainable
+
+
+def load_model(path: str) -> keras.Model:
+    """Load a saved ``model.keras`` (this module registers clothclf's custom layers)."""
+    return keras.saving.load_model(path, compile=False)
