@@ -53,6 +53,19 @@ class Paths:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a visitor may send: per-file size, pixels, files per batch, and uploaded dataset zips."""
+
+    max_upload_mb: int = 20
+    max_pixels: int = 50_000_000
+    max_files_per_batch: int = 50
+    max_zip_mb: int = 200
+    max_zip_uncompressed_mb: int = 1024
+    max_zip_entries: int = 20_000
+    max_zip_ratio: float = 200.0
+
+
+@dataclass(frozen=True)
 class AugmentConfig:
     """Training-time augmentation, applied as Keras preprocessing layers. Factors follow Keras' meaning."""
 

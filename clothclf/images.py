@@ -11,14 +11,14 @@ import io
 import os
 import warnings
 from pathlib import Path
-from typing import IO, Union
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clothclf.errors import InvalidImageError, LimitExceededError
 
-ImageInput = Union[str, os.PathLike, bytes, bytearray, IO[bytes], Image.Image, np.ndarray]
+ImageInput = str | os.PathLike | bytes | bytearray | IO[bytes] | Image.Image | np.ndarray
 
 #: Default limit on width x height of an input image (6000x4000 photos pass, 20000x20000 bombs do not).
 DEFAULT_MAX_PIXELS = 50_000_000

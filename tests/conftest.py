@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny synthetic datasets and a tiny trained run, with every clothclf folder isolated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASET = PROJECT_ROOT.parent / "shared" / "data" / "clothing-dataset-small"
+CLASSES = ("red", "green", "blue")
+
+
+def make_image(class_index: int, rng: np.random.Generator, size: int = 24) -> Image.Image:
+    """A noisy image whose dominant colour channel is its class: learnable in one epoch."""
+    array = rng.integers(0, 80, (size, size, 3)).astype(np.uint8)
+    array[..., class_index] += 150
+    return Image.fromarray(array)
+
+
+def write_dataset(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    """A dataset with train/validation/test folders (or a flat class folder if per_split has key '')."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_split.items():
+        for ci, name in enumerate(CLASSES):
+            folder = root / split / name if split else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                make_image(ci, rng).save(folder / f"{name}_{i}.png")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def isolated_paths(tmp_path, monkeypatch):
+    """Every test gets its own runs, cache and data folders (never the user's)."""
+    monkeypatch.setenv("CLOTHCLF_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("CLOTHCLF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> Path:
+    """A 3-class dataset of 24 px images: 12 train, 4 validation, 4 test per class."""
+    return write_dataset(
+        tmp_path_factory.mktemp("synthetic") / "ds", {"train": 12, "validation": 4, "test": 4}
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, synthetic_dataset) -> Path:
+    """A complete run folder (model.keras + model.tflite + artifacts) of a 32 px MobileNetV2 without
+    ImageNet weights, trained for a few head epochs on the synthetic dataset. Built once per session."""
+    from clothclf.config import Paths, TrainConfig
+    from clothclf.training import train
+
+    base = tmp_path_factory.mktemp("tiny_run")
+    paths = Paths(base / "data", base / "cache", base / "runs", base / "default")
+    config = TrainConfig(
+        data_dir=str(synthetic_dataset),
+        weights=None,
+        image_size=32,
+        batch_size=8,
+        epochs=3,
+        head_only=True,
+        lr=1e-2,
+    )
+    return train(config, base / "runs" / "tiny", paths=paths).run_dir
+
+
+@pytest.fixture
+def shared_dataset() -> Path:
+    """The real clothing-dataset-small from ../shared; tests using it are marked slow."""
+    if not SHARED_DATASET.is_dir():
+        pytest.skip("../shared/data/clothing-dataset-small is not available")
+    return SHARED_DATASET
