@@ -16,8 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from clothclf.datasets import Dataset
-from clothclf.pipeline import decode_split
+from clothclf.datasets import Dataset, decode_split
 
 log = logging.getLogger(__name__)
 

@@ -1,56 +1,12 @@
-"""tf.data input pipelines: parallel decode (with the shared Pillow decoder), cache, augment, prefetch."""
+"""tf.data input pipelines over decoded splits (see ``datasets.decode_split``): cache, shuffle, augment, prefetch."""
 
 from __future__ import annotations
-
-import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from clothclf.config import AugmentConfig
-from clothclf.datasets import Split
-from clothclf.errors import ClothclfError
-from clothclf.images import load_image
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DecodedSplit:
-    """A split decoded to ``uint8`` pixels; files that could not be read are left out."""
-
-    images: np.ndarray  # (n, size, size, 3) uint8
-    labels: np.ndarray  # (n,) int
-    files: tuple[Path, ...]
-    skipped: tuple[str, ...]
-
-
-def _try_load(path: Path, size: int) -> np.ndarray | ClothclfError:
-    try:
-        return load_image(path, size)
-    except ClothclfError as exc:
-        return exc
-
-
-def decode_split(split: Split, image_size: int, workers: int | None = None) -> DecodedSplit:
-    """Decode every file of ``split`` in parallel threads. Unreadable files are skipped, with one warning."""
-    workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda p: _try_load(p, image_size), split.files))
-    keep = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
-    skipped = tuple(str(split.files[i]) for i, r in enumerate(results) if isinstance(r, Exception))
-    if skipped:
-        log.warning("skipped %d unreadable image(s): %s", len(skipped), ", ".join(skipped))
-    images = (
-        np.stack([results[i] for i in keep]) if keep else np.zeros((0, image_size, image_size, 3), np.uint8)
-    )
-    labels = np.asarray([split.labels[i] for i in keep], dtype=np.int32)
-    return DecodedSplit(images, labels, tuple(split.files[i] for i in keep), skipped)
 
 
 def build_augmenter(config: AugmentConfig, seed: int = 42) -> keras.Sequential | None:

@@ -22,7 +22,7 @@ import tensorflow as tf
 from clothclf import __version__
 from clothclf.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
 from clothclf.config import Paths, TrainConfig
-from clothclf.datasets import Dataset, class_weights, create_dataset, dataset_fingerprint
+from clothclf.datasets import Dataset, class_weights, create_dataset, dataset_fingerprint, decode_split
 from clothclf.errors import RunError
 from clothclf.evaluation import compute_metrics, prediction_rows
 from clothclf.export import export_tflite
@@ -33,7 +33,7 @@ from clothclf.models import (
     get_backbone_spec,
     unfreeze_top_layers,
 )
-from clothclf.pipeline import build_augmenter, decode_split, make_dataset
+from clothclf.pipeline import build_augmenter, make_dataset
 from clothclf.runs import atomic_run_dir, new_run_name, write_csv, write_json
 
 log = logging.getLogger(__name__)
