@@ -7,63 +7,11 @@ named sub-models, so the head can be trained alone on cached features and reused
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import MappingProxyType
-
 import keras
 from keras import layers
 
-
-@dataclass(frozen=True)
-class BackboneSpec:
-    """How to build one backbone: its ``keras.applications`` constructor and input preprocessing."""
-
-    name: str
-    application: str  # attribute of keras.applications, or "" for the from-scratch CNN
-    preprocessing: str  # "tf" (-1..1), "caffe" (BGR, mean-subtracted), "unit" (0..1), "builtin"
-    description: str
-    extra_kwargs: tuple[tuple[str, object], ...] = ()
-
-    @property
-    def pretrained(self) -> bool:
-        """Whether ImageNet weights exist for this backbone (False for the from-scratch CNN)."""
-        return bool(self.application)
-
-
-BACKBONES = MappingProxyType(
-    {
-        spec.name: spec
-        for spec in (
-            BackboneSpec("custom_cnn", "", "unit", "Small CNN trained from scratch"),
-            BackboneSpec("mobilenet_v2", "MobileNetV2", "tf", "MobileNetV2 (default, 3.5M params)"),
-            BackboneSpec(
-                "mobilenet_v3_small",
-                "MobileNetV3Small",
-                "builtin",
-                "MobileNetV3-Small (1.5M params)",
-                (("include_preprocessing", True),),
-            ),
-            BackboneSpec(
-                "mobilenet_v3_large",
-                "MobileNetV3Large",
-                "builtin",
-                "MobileNetV3-Large (4.2M params)",
-                (("include_preprocessing", True),),
-            ),
-            BackboneSpec("resnet50", "ResNet50", "caffe", "ResNet50 (25M params)"),
-            BackboneSpec("xception", "Xception", "tf", "Xception (22M params)"),
-            BackboneSpec("efficientnet_b0", "EfficientNetB0", "builtin", "EfficientNet-B0 (5.3M params)"),
-        )
-    }
-)
-
-
-def get_backbone_spec(name: str) -> BackboneSpec:
-    """The registry entry for ``name``; ``ValueError`` naming the choices if there is none."""
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}") from None
+# The registry is TF-free in clothclf.backbones; re-exported here for model-building callers.
+from clothclf.backbones import BACKBONES, BackboneSpec, get_backbone_spec  # noqa: F401
 
 
 @keras.saving.register_keras_serializable(package="clothclf")
