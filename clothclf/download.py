@@ -121,13 +121,15 @@ def download_dataset(
 
 @contextmanager
 def tqdm_progress(description: str) -> Iterator[ProgressCallback]:
-    """A progress callback that draws a tqdm bar of bytes; the bar appears on the first call."""
+    """A progress callback that draws a tqdm bar of bytes, from its first call to the last byte."""
     bars: list[tqdm] = []
 
     def update(done: int, total: int | None) -> None:
         if not bars:
             bars.append(tqdm(total=total, desc=description, unit="B", unit_scale=True, unit_divisor=1024))
         bars[0].update(done - bars[0].n)
+        if total is not None and done >= total:
+            bars[0].close()  # the download is complete; do not count extraction time in its rate
 
     try:
         yield update
