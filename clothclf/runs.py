@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import os
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,16 @@ from clothclf.errors import RunError
 
 PARTIAL_PREFIX = ".partial-"
 MODEL_FILES = ("model.tflite", "model.keras")
+#: What a downloaded model bundle holds (those present): the models, what they predict, how they did.
+BUNDLE_PATTERNS = (
+    "model.keras",
+    "model.tflite",
+    "class_names.json",
+    "config.json",
+    "run.json",
+    "history.csv",
+    "metrics_*.json",
+)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -141,3 +153,18 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
         if p.is_dir() and not p.name.startswith(".") and is_complete_run(p)
     ]
     return sorted(found, key=lambda r: r.summary.get("created", ""), reverse=True)
+
+
+def zip_run(run_dir: str | Path) -> bytes:
+    """A zip of a complete run's model bundle (see ``BUNDLE_PATTERNS``) inside a folder named like the run folder.
+
+    Unzipped, the folder is itself a complete run that clothclf can load. :class:`RunError` if
+    ``run_dir`` is not a complete run.
+    """
+    run = load_run(run_dir)
+    files = sorted({p for pattern in BUNDLE_PATTERNS for p in run.path.glob(pattern) if p.is_file()})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in files:
+            archive.write(path, f"{run.path.name}/{path.name}")
+    return buffer.getvalue()
