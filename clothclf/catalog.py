@@ -1,0 +1,220 @@
+"""What the app can show: the models a session can pick, where their images are, and their predictions.
+
+Tables here are lists of dicts (no pandas) so any front end can render them. Nothing here imports
+TensorFlow or Streamlit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clothclf.config import Paths
+from clothclf.datasets import IMAGE_EXTENSIONS
+from clothclf.errors import DatasetError
+from clothclf.runs import MODEL_FILES, RunInfo, is_complete_run, list_runs, read_json
+
+EVAL_SPLITS = ("validation", "test")
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model a session can use: the shipped default or a complete training run."""
+
+    name: str
+    path: Path
+    is_default: bool
+    summary: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        """The name shown in pickers: the run name, marked when it is the default model."""
+        return f"{self.name} (default)" if self.is_default else self.name
+
+    @property
+    def run(self) -> RunInfo | None:
+        """The run behind this model, or None if the folder holds only a model and class names."""
+        return RunInfo(self.path, self.summary) if is_complete_run(self.path) else None
+
+
+def _is_model_dir(path: Path) -> bool:
+    return (path / "class_names.json").is_file() and any((path / name).is_file() for name in MODEL_FILES)
+
+
+def describe_model(path: str | Path, *, is_default: bool = False) -> ModelEntry | None:
+    """A :class:`ModelEntry` for the model folder at ``path``, or None if it holds no usable model."""
+    path = Path(path)
+    if not _is_model_dir(path):
+        return None
+    summary = read_json(path / "run.json") if (path / "run.json").is_file() else {}
+    return ModelEntry(summary.get("name", path.name), path, is_default, summary)
+
+
+def list_models(paths: Paths) -> list[ModelEntry]:
+    """The default model (if it exists) followed by every complete run under ``paths.runs_dir``."""
+    default = describe_model(paths.default_model_dir, is_default=True)
+    entries = [default] if default else []
+    seen = {p.path.resolve() for p in entries}
+    for run in list_runs(paths.runs_dir):
+        if run.path.resolve() not in seen:
+            entries.append(ModelEntry(run.name, run.path, False, run.summary))
+    return entries
+
+
+def find_model(entries: Sequence[ModelEntry], path: str | Path) -> ModelEntry | None:
+    """The entry whose folder is ``path``, or None."""
+    target = Path(path).resolve()
+    return next((e for e in entries if e.path.resolve() == target), None)
+
+
+def _metric(metrics: dict | None, key: str) -> float | None:
+    return None if metrics is None or key not in metrics else float(metrics[key])
+
+
+def models_table(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
+    """One row per model with its key facts and metrics (None where a split was never evaluated)."""
+    rows = []
+    for entry in entries:
+        run = entry.run
+        val = run.metrics("validation") if run else None
+        test = run.metrics("test") if run else None
+        rows.append(
+            {
+                "model": entry.label,
+                "backbone": entry.summary.get("backbone"),
+                "image size": entry.summary.get("image_size"),
+                "epochs": entry.summary.get("epochs"),
+                "val accuracy": _metric(val, "accuracy"),
+                "val macro-F1": _metric(val, "macro_f1"),
+                "test accuracy": _metric(test, "accuracy"),
+                "test macro-F1": _metric(test, "macro_f1"),
+                "minutes": round(entry.summary["seconds"] / 60, 1) if "seconds" in entry.summary else None,
+                "created": entry.summary.get("created"),
+                "path": str(entry.path),
+            }
+        )
+    return rows
+
+
+def evaluated_splits(run: RunInfo) -> list[str]:
+    """The evaluation splits (validation, test) that have both metrics and predictions saved."""
+    return [
+        split
+        for split in EVAL_SPLITS
+        if (run.path / f"metrics_{split}.json").is_file()
+        and (run.path / f"predictions_{split}.csv").is_file()
+    ]
+
+
+def dataset_root_for(run: RunInfo | None, paths: Paths | None = None) -> Path | None:
+    """Where ``run``'s images are: the root recorded in its config if it still exists, else the
+    default dataset folder if it exists, else None."""
+    if run is not None:
+        try:
+            recorded = run.config().get("dataset", {}).get("root")
+        except (OSError, ValueError):
+            recorded = None
+        if recorded and Path(recorded).is_dir():
+            return Path(recorded)
+    fallback = (paths or Paths.from_env()).default_dataset_dir
+    return fallback if fallback.is_dir() else None
+
+
+def image_path(root: str | Path, file: str) -> Path:
+    """The absolute path of a prediction row's ``file`` under ``root``; :class:`DatasetError` if it
+    would lead outside ``root`` (absolute paths, ``..``, symlinks out)."""
+    root = Path(root).resolve()
+    path = (root / file).resolve()
+    if not path.is_relative_to(root):
+        raise DatasetError(f"{file!r} is outside the dataset folder {root}")
+    return path
+
+
+def example_photos(root: str | Path | None, limit: int = 6) -> list[Path]:
+    """Up to ``limit`` held-out photos of different classes (test split first, then validation).
+
+    Deterministic: the first image (by name) of each class, classes in name order. Empty when
+    ``root`` is None or holds neither split.
+    """
+    if root is None:
+        return []
+    picked: dict[str, Path] = {}
+    for split in ("test", "validation"):
+        folder = Path(root) / split
+        if not folder.is_dir():
+            continue
+        for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+            if class_dir.name in picked:
+                continue
+            images = sorted(
+                p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if images:
+                picked[class_dir.name] = images[0]
+    return list(picked.values())[:limit]
+
+
+def parse_top3(row: dict[str, str]) -> list[tuple[str, float]]:
+    """The ``top3`` column of a prediction row (``"shirt:0.8100;t-shirt:0.1200;..."``) as pairs."""
+    pairs = []
+    for item in row.get("top3", "").split(";"):
+        if item:
+            label, _, prob = item.rpartition(":")
+            pairs.append((label, float(prob)))
+    return pairs
+
+
+def prediction_arrays(
+    rows: Sequence[dict[str, str]], class_names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Integer true labels and the (n, k) probability matrix stored in prediction rows."""
+    index = {name: i for i, name in enumerate(class_names)}
+    y_true = np.asarray([index[row["true"]] for row in rows], dtype=int)
+    probs = np.asarray(
+        [[float(row[f"p_{name}"]) for name in class_names] for row in rows], dtype=np.float64
+    ).reshape(len(rows), len(class_names))
+    return y_true, probs
+
+
+def select_predictions(
+    rows: Sequence[dict[str, str]],
+    *,
+    true: str | None = None,
+    predicted: str | None = None,
+    min_confidence: float = 0.0,
+    mistakes_only: bool = False,
+) -> list[dict[str, str]]:
+    """Prediction rows matching the filters (None = any class), most confident first."""
+    picked = [
+        row
+        for row in rows
+        if (true is None or row["true"] == true)
+        and (predicted is None or row["predicted"] == predicted)
+        and float(row["confidence"]) >= min_confidence
+        and not (mistakes_only and row["true"] == row["predicted"])
+    ]
+    return sorted(picked, key=lambda row: (-float(row["confidence"]), row["file"]))
+
+
+def page_of(items: Sequence[Any], page: int, per_page: int) -> list[Any]:
+    """Items of the 1-based ``page`` (clamped to the available pages)."""
+    pages = page_count(len(items), per_page)
+    page = min(max(page, 1), pages)
+    return list(items[(page - 1) * per_page : page * per_page])
+
+
+def page_count(n_items: int, per_page: int) -> int:
+    """How many pages ``n_items`` fill (at least 1)."""
+    return max(1, -(-n_items // per_page))
+
+
+def per_class_rows(metrics: dict) -> list[dict[str, Any]]:
+    """The per-class part of saved metrics as table rows (class, precision, recall, F1, support)."""
+    return [
+        {"class": name, **{key: values[key] for key in ("precision", "recall", "f1", "support")}}
+        for name, values in metrics["per_class"].items()
+    ]

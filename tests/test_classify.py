@@ -1,0 +1,105 @@
+"""Batch classification of uploads: limits, per-file errors, low confidence and the CSV download."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clothclf.classify import (
+    classify_uploads,
+    display_name,
+    low_confidence,
+    results_csv,
+    results_table,
+)
+from clothclf.config import Limits
+from clothclf.predict import Classifier, load_classifier
+
+CLASSES = ("red", "green", "blue")
+
+
+def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (20, 16)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def mean_colour_classifier() -> Classifier:
+    """A classifier without a model: the probabilities are the image's mean colour shares."""
+
+    def runner(batch: np.ndarray) -> np.ndarray:
+        means = batch.mean(axis=(1, 2)) + 1.0
+        return means / means.sum(axis=1, keepdims=True)
+
+    return Classifier(runner, CLASSES, 8, backend="test", model_dir=Path("."))
+
+
+def test_each_upload_gets_a_prediction_in_order():
+    uploads = [("r.png", png_bytes((250, 0, 0))), ("b.png", png_bytes((0, 0, 250)))]
+    results = classify_uploads(mean_colour_classifier(), uploads, Limits(), top_k=2)
+    assert [r.name for r in results] == ["r.png", "b.png"]
+    assert [r.prediction.label for r in results] == ["red", "blue"]
+    assert all(r.ok and r.error is None for r in results)
+    assert len(results[0].prediction.top_k) == 2
+    assert sum(results[0].prediction.probabilities.values()) == pytest.approx(1.0)
+
+
+def test_a_bad_file_is_reported_and_the_others_still_run():
+    uploads = [("notes.png", b"this is not an image"), ("empty.jpg", b""), ("g.png", png_bytes((0, 250, 0)))]
+    results = classify_uploads(mean_colour_classifier(), uploads, Limits())
+    assert not results[0].ok and "not an image" in results[0].error
+    assert not results[1].ok and "empty" in results[1].error
+    assert results[2].prediction.label == "green"
+
+
+def test_too_big_too_many_pixels_and_too_many_files_say_the_limit():
+    limits = Limits(max_upload_mb=1, max_pixels=10_000, max_files_per_batch=2)
+    big = b"\0" * (1024 * 1024 + 1)
+    uploads = [
+        ("big.jpg", big),
+        ("wide.png", png_bytes((1, 2, 3), (200, 100))),
+        ("ok.png", png_bytes((9, 9, 9))),
+    ]
+    results = classify_uploads(mean_colour_classifier(), uploads, limits)
+    assert "1 MB" in results[0].error
+    assert "10,000 pixels" in results[1].error
+    assert "at most 2 files" in results[2].error and not results[2].ok
+
+
+def test_low_confidence_compares_with_the_threshold():
+    [result] = classify_uploads(mean_colour_classifier(), [("x.png", png_bytes((90, 80, 85)))], Limits())
+    assert low_confidence(result.prediction, 0.5)
+    assert not low_confidence(result.prediction, 0.2)
+
+
+def test_results_table_and_csv_hold_every_file_and_class():
+    uploads = [("r.png", png_bytes((250, 0, 0))), ("bad.png", b"xx")]
+    results = classify_uploads(mean_colour_classifier(), uploads, Limits())
+    table = results_table(results)
+    assert table[0]["label"] == "red" and table[1]["label"] is None and table[1]["error"]
+    rows = list(csv.DictReader(io.StringIO(results_csv(results))))
+    assert [r["file"] for r in rows] == ["r.png", "bad.png"]
+    assert float(rows[0]["p_red"]) == pytest.approx(results[0].prediction.probabilities["red"], abs=1e-6)
+    assert rows[1]["p_red"] == "" and rows[1]["error"]
+
+
+def test_results_csv_of_only_errors_has_a_header():
+    text = results_csv(classify_uploads(mean_colour_classifier(), [("a", b"")], Limits()))
+    assert text.splitlines()[0].startswith("file,label,confidence")
+
+
+def test_display_name():
+    assert display_name("t-shirt") == "T-shirt"
+    assert display_name("long_sleeve") == "Long sleeve"
+
+
+def test_real_litert_model_classifies_uploads(tiny_run):
+    classifier = load_classifier(tiny_run, backend="litert")
+    results = classify_uploads(classifier, [("b.png", png_bytes((10, 20, 240)))], Limits())
+    assert results[0].prediction.label in classifier.class_names
+    assert 0.0 < results[0].prediction.confidence <= 1.0
