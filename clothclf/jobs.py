@@ -1,0 +1,442 @@
+"""Background training jobs: one at a time per runs folder, trained in a child process, watched through files.
+
+:func:`start_job` launches ``python -m clothclf.jobs <job folder>``. The child calls
+:func:`clothclf.training.train` and writes a status snapshot (atomically) as training goes, so the
+caller never imports TensorFlow and a crashed or killed child cannot take it down. A job whose
+process is gone without a final status reads as failed; its half-written run stays a hidden
+``.partial-*`` folder that :func:`clothclf.runs.list_runs` never shows, and the next start removes it.
+
+Files under ``<runs_dir>/.jobs/``::
+
+    lock                    locked (flock) while a job is being started
+    current                 the id of the newest job
+    <job id>/request.json   the config, the folders and the run folder to write, from the parent
+    <job id>/pid            the child's process id
+    <job id>/status.json    the child's latest snapshot (see JobStatus)
+    <job id>/cancel         present once a cancel was requested
+    <job id>/exit_code      how the child ended, written by the parent that waited for it
+    <job id>/output.log     the child's stdout and stderr
+
+Locking uses ``fcntl`` (Linux and macOS).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from clothclf.archives import DEFAULT_LIMITS, find_dataset_root, safe_extract_zip
+from clothclf.backbones import get_backbone_spec
+from clothclf.config import Limits, Paths, TrainConfig
+from clothclf.datasets import create_dataset
+from clothclf.errors import ClothclfError, RunError
+from clothclf.runs import PARTIAL_PREFIX, new_run_name, read_json, write_json
+
+if TYPE_CHECKING:
+    from clothclf.callbacks import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+JOBS_DIR = ".jobs"
+ACTIVE_STATES = frozenset({"starting", "running", "cancelling"})
+FIT_PHASES = frozenset({"head", "fine_tune", "train"})
+#: Job folders kept for inspection; older ones are deleted when a job starts.
+KEEP_JOBS = 10
+#: Least seconds between two status writes within one epoch.
+STATUS_INTERVAL = 0.5
+MAX_ERROR_CHARS = 600
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    """A snapshot of a job: what the child last wrote, or ``failed`` if its process died first.
+
+    ``state`` is starting, running, cancelling, finished, failed or cancelled. ``phase`` is the
+    training step (features, head, decoding, fine_tune, train, evaluating, saving); ``epoch`` and
+    ``batch`` count within that phase; ``fraction`` is the share of all planned epochs done;
+    ``eta`` (seconds) extrapolates the current phase's pace and is None when unknown.
+    """
+
+    job_id: str
+    state: str
+    phase: str = ""
+    epoch: int = 0
+    epochs: int = 0
+    batch: int = 0
+    batches: int = 0
+    fraction: float = 0.0
+    elapsed: float = 0.0
+    eta: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: tuple[dict[str, Any], ...] = ()
+    run_dir: str | None = None
+    error: str | None = None
+    started: str = ""
+
+    @property
+    def active(self) -> bool:
+        """Whether the job may still be training (starting, running or cancelling)."""
+        return self.state in ACTIVE_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "history": list(self.history)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> JobStatus:
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in values.items() if k in known}
+        return cls(**{**kwargs, "history": tuple(kwargs.get("history", ()))})
+
+
+@dataclass(frozen=True)
+class Job:
+    """A training job, known by its folder under ``<runs_dir>/.jobs``."""
+
+    folder: Path
+
+    @property
+    def id(self) -> str:
+        return self.folder.name
+
+    def request(self) -> dict[str, Any]:
+        """What was asked: ``config`` (a TrainConfig dict), ``paths``, ``run_dir`` and ``started``."""
+        return read_json(self.folder / "request.json")
+
+    @property
+    def run_dir(self) -> Path:
+        """Where the run is saved once the job finishes."""
+        return Path(self.request()["run_dir"])
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.folder / "pid").read_text())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def cancel_requested(self) -> bool:
+        return (self.folder / "cancel").exists()
+
+    def cancel(self) -> None:
+        """Ask the child to stop after its current batch; nothing is saved. Harmless once it ended."""
+        (self.folder / "cancel").touch()
+
+    def status(self) -> JobStatus:
+        """The latest snapshot; ``failed`` if the child's process is gone without a final state."""
+        status = self._read_status()
+        if not status.active:
+            return status
+        pid = self.pid()
+        if pid is not None and _pid_alive(pid):
+            return dataclasses.replace(status, state="cancelling") if self.cancel_requested else status
+        status = self._read_status()  # the child may have written its final state and exited since
+        if not status.active:
+            return status
+        return dataclasses.replace(status, state="failed", eta=None, error=self._death_message())
+
+    def wait(self, timeout: float, interval: float = 0.2) -> JobStatus:
+        """Poll until the job has ended and return its final status; ``TimeoutError`` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while (status := self.status()).active:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {self.id} is still {status.state} after {timeout:g} s")
+            time.sleep(interval)
+        return status
+
+    def _read_status(self) -> JobStatus:
+        try:
+            return JobStatus.from_dict(read_json(self.folder / "status.json"))
+        except (OSError, ValueError):
+            return JobStatus(self.id, "starting")
+
+    def _death_message(self) -> str:
+        try:
+            code = int((self.folder / "exit_code").read_text())
+        except (OSError, ValueError):
+            how = "stopped"
+        else:
+            how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
+        return (
+            f"the training process {how} before it finished; no run was saved "
+            f"(log: {self.folder / 'output.log'})"
+        )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_file`` (between processes and between threads)."""
+    with lock_file.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def current_job(paths: Paths) -> Job | None:
+    """The newest job under ``paths.runs_dir`` (active or ended), or None if none was started."""
+    jobs_dir = paths.runs_dir / JOBS_DIR
+    try:
+        job_id = (jobs_dir / "current").read_text().strip()
+    except OSError:
+        return None
+    folder = jobs_dir / job_id
+    return Job(folder) if job_id and (folder / "request.json").is_file() else None
+
+
+def start_job(config: TrainConfig, paths: Paths) -> Job:
+    """Check ``config`` and its dataset, then train it in a child process; return the job at once.
+
+    Raises :class:`ClothclfError` if a job is already active under ``paths.runs_dir``,
+    ``ValueError`` (or :class:`~clothclf.errors.DatasetError`) for a bad config or dataset, and
+    :class:`RunError` if the job cannot be started.
+    """
+    config.validate()
+    get_backbone_spec(config.backbone)
+    create_dataset(config.data_dir, config.seed, config.val_fraction, config.test_fraction)
+    jobs_dir = paths.runs_dir / JOBS_DIR
+    try:
+        jobs_dir.mkdir(parents=True, exist_ok=True)
+        with _exclusive(jobs_dir / "lock"):
+            previous = current_job(paths)
+            if previous is not None:
+                status = previous.status()
+                if status.active:
+                    raise ClothclfError(
+                        f"a training run is already in progress (job {previous.id}, {status.state}); "
+                        "wait for it to finish or cancel it"
+                    )
+                _remove_partial_run(previous)
+            _prune_jobs(jobs_dir, KEEP_JOBS - 1)
+            job = _launch(config, paths, jobs_dir)
+            _write_text(jobs_dir / "current", job.id)
+    except OSError as exc:
+        raise RunError(f"could not start a training job in {jobs_dir}: {exc}") from exc
+    return job
+
+
+def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path) -> Job:
+    job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+    job = Job(jobs_dir / job_id)
+    job.folder.mkdir()
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    request = {
+        "config": config.to_dict(),
+        "paths": {f.name: str(getattr(paths, f.name)) for f in dataclasses.fields(paths)},
+        "run_dir": str(_new_run_dir(paths.runs_dir, config.backbone)),
+        "started": started,
+    }
+    write_json(job.folder / "request.json", request)
+    write_json(job.folder / "status.json", JobStatus(job_id, "starting", started=started).to_dict())
+    with (job.folder / "output.log").open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "clothclf.jobs", str(job.folder)],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=_child_env(),
+        )
+    (job.folder / "pid").write_text(str(process.pid))
+    threading.Thread(
+        target=_reap, args=(process, job.folder), name=f"clothclf-job-{job_id}", daemon=True
+    ).start()
+    return job
+
+
+def _child_env() -> dict[str, str]:
+    """This environment, with clothclf importable and TensorFlow's C++ logging quieter."""
+    env = dict(os.environ)
+    package_root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _reap(process: subprocess.Popen, folder: Path) -> None:
+    """Wait for the child, so it never lingers as a zombie (which would look alive), and record its end."""
+    code = process.wait()
+    with contextlib.suppress(OSError):
+        _write_text(folder / "exit_code", str(code))
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _new_run_dir(runs_dir: Path, backbone: str) -> Path:
+    """A run folder that does not exist yet (complete or partial)."""
+    name = new_run_name(backbone)
+    candidate, suffix = runs_dir / name, 2
+    while candidate.exists() or (runs_dir / f"{PARTIAL_PREFIX}{candidate.name}").exists():
+        candidate, suffix = runs_dir / f"{name}-{suffix}", suffix + 1
+    return candidate
+
+
+def _remove_partial_run(job: Job) -> None:
+    """Delete the hidden half-written run a killed job left behind, if any."""
+    with contextlib.suppress(OSError, KeyError, ValueError):
+        run_dir = job.run_dir
+        shutil.rmtree(run_dir.parent / f"{PARTIAL_PREFIX}{run_dir.name}", ignore_errors=True)
+
+
+def _prune_jobs(jobs_dir: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` job folders (names start with their start time)."""
+    folders = sorted(p for p in jobs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for folder in folders[: max(len(folders) - keep, 0)]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def extract_uploaded_dataset(source: IO[bytes], paths: Paths, limits: Limits = DEFAULT_LIMITS) -> Path:
+    """Extract an uploaded zip of class folders into a new ``<data_dir>/uploads/<id>`` folder and
+    return its dataset root. :class:`~clothclf.errors.DatasetError` (nothing kept) if it holds no
+    usable dataset; :class:`~clothclf.errors.LimitExceededError` if it breaks ``limits``."""
+    dest = paths.data_dir / "uploads" / secrets.token_hex(8)
+    try:
+        root = find_dataset_root(safe_extract_zip(source, dest, limits))
+        create_dataset(root)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return root
+
+
+# --- the child process -------------------------------------------------------------------------
+
+
+class _Reporter:
+    """The child's progress hook: writes status snapshots and turns a cancel request into ``stop``."""
+
+    def __init__(self, job: Job, stop: threading.Event, started: str):
+        self.job = job
+        self.stop = stop
+        self.started = started
+        self.last: JobStatus = JobStatus(job.id, "running", started=started)
+        self._written_at = 0.0
+        self._phase_start: tuple[str, float, float] | None = None  # (phase, elapsed, fraction)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.job.cancel_requested:
+            self.stop.set()
+        same_epoch = (event.phase, event.epoch) == (self.last.phase, self.last.epoch)
+        mid_epoch = 0 < event.batch < event.batches
+        eta = self._eta(event)
+        if same_epoch and mid_epoch and time.monotonic() - self._written_at < STATUS_INTERVAL:
+            return
+        self.update(
+            phase=event.phase,
+            epoch=event.epoch,
+            epochs=event.epochs,
+            batch=event.batch,
+            batches=event.batches,
+            fraction=event.fraction,
+            elapsed=event.elapsed,
+            eta=eta,
+            metrics=dict(event.metrics),
+            history=tuple(event.history),
+        )
+
+    def _eta(self, event: ProgressEvent) -> float | None:
+        """Seconds left at the pace of the current phase (its first event starts the clock)."""
+        if event.phase not in FIT_PHASES:
+            return None
+        if self._phase_start is None or self._phase_start[0] != event.phase:
+            self._phase_start = (event.phase, event.elapsed, event.fraction)
+        _, elapsed0, fraction0 = self._phase_start
+        if event.fraction <= fraction0:
+            return None
+        return (event.elapsed - elapsed0) / (event.fraction - fraction0) * (1.0 - event.fraction)
+
+    def update(self, **changes: Any) -> JobStatus:
+        self.last = dataclasses.replace(self.last, **changes)
+        write_json(self.job.folder / "status.json", self.last.to_dict())
+        self._written_at = time.monotonic()
+        return self.last
+
+
+def _describe_error(exc: Exception) -> str:
+    """A one-paragraph message: clothclf's own errors as they are, others with their type."""
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " … (see output.log)"
+
+
+def run_job(job: Job, stop: threading.Event) -> JobStatus:
+    """Train what ``job`` requests in this process, keeping its status up to date; return the final one."""
+    request = job.request()
+    reporter = _Reporter(job, stop, request["started"])
+    reporter.update(state="running", phase="starting")
+    try:
+        from clothclf.training import TrainingCancelled, train
+    except ImportError as exc:
+        return reporter.update(state="failed", error=f"cannot import the training code: {exc}")
+    try:
+        result = train(
+            TrainConfig.from_dict(request["config"]),
+            request["run_dir"],
+            paths=Paths(**{name: Path(value) for name, value in request["paths"].items()}),
+            progress=reporter,
+            stop=stop,
+        )
+    except TrainingCancelled:
+        return reporter.update(state="cancelled", eta=None)
+    except Exception as exc:
+        log.exception("training failed")
+        return reporter.update(state="failed", eta=None, error=_describe_error(exc))
+    return reporter.update(
+        state="finished",
+        phase="done",
+        fraction=1.0,
+        elapsed=result.seconds,
+        eta=0.0,
+        run_dir=str(result.run_dir),
+        metrics={"val_accuracy": result.val_accuracy, "best_val_accuracy": result.best_val_accuracy},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clothclf.jobs JOB_FOLDER``: the child process started by :func:`start_job`.
+
+    SIGTERM and SIGINT cancel the job after the current batch, like a cancel request.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m clothclf.jobs JOB_FOLDER", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    status = run_job(Job(Path(args[0])), stop)
+    log.info("job %s %s", status.job_id, status.state)
+    return 1 if status.state == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

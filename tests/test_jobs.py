@@ -1,0 +1,161 @@
+"""Background training jobs: real child processes on the tiny synthetic dataset.
+
+Each test starts ``python -m clothclf.jobs`` children (tens of seconds each on two cores: importing
+TensorFlow dominates) and polls their status files with timeouts, so nothing can hang.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from clothclf.config import Paths, TrainConfig
+from clothclf.errors import ClothclfError, DatasetError
+from clothclf.jobs import Job, JobStatus, current_job, start_job
+from clothclf.runs import PARTIAL_PREFIX, list_runs, write_json
+
+TIMEOUT = 300  # seconds: generous for a loaded two-core machine; a healthy job needs well under this
+
+
+def tiny_config(dataset: Path, **changes) -> TrainConfig:
+    """A 32 px MobileNetV2 without ImageNet weights, head only: the cheapest real training run."""
+    values = dict(weights=None, image_size=32, batch_size=8, epochs=2, head_only=True, lr=1e-2)
+    return TrainConfig(data_dir=str(dataset), **{**values, **changes})
+
+
+def long_config(dataset: Path) -> TrainConfig:
+    """Head training that would run for minutes (no early stopping), to be cancelled or killed."""
+    return tiny_config(dataset, epochs=500, patience=1000)
+
+
+def wait_for(job: Job, condition: Callable[[JobStatus], bool], timeout: float = TIMEOUT) -> JobStatus:
+    """Poll ``job`` until ``condition(status)``; fail if it ends first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition(status := job.status()):
+        assert status.active, f"the job ended before the awaited state: {status}"
+        assert time.monotonic() < deadline, f"timed out; last status: {status}"
+        time.sleep(0.1)
+    return status
+
+
+def training_epochs(status: JobStatus) -> bool:
+    return status.phase == "head" and status.epoch >= 2
+
+
+def visible_folders(runs_dir: Path) -> list[str]:
+    return sorted(p.name for p in runs_dir.iterdir() if not p.name.startswith("."))
+
+
+def fake_previous_run(runs_dir: Path) -> Path:
+    """A complete earlier run (placeholder model bytes are enough to be listed)."""
+    folder = runs_dir / "20200101-000000-previous"
+    folder.mkdir(parents=True)
+    (folder / "model.tflite").write_bytes(b"previous model")
+    write_json(folder / "class_names.json", ["red", "green", "blue"])
+    write_json(folder / "run.json", {"name": folder.name, "status": "complete", "created": "2020-01-01"})
+    return folder
+
+
+@pytest.fixture
+def paths(tmp_path) -> Paths:
+    """The isolated folders of conftest, with a placeholder default model that must stay untouched."""
+    default = tmp_path / "default-model"
+    default.mkdir()
+    (default / "model.tflite").write_bytes(b"default model")
+    return dataclasses.replace(Paths.from_env(), default_model_dir=default)
+
+
+def test_the_jobs_module_never_imports_tensorflow():
+    code = "import sys, clothclf.jobs; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+def test_a_job_trains_in_a_child_process_and_its_run_is_listed(synthetic_dataset, paths):
+    assert current_job(paths) is None
+    job = start_job(tiny_config(synthetic_dataset), paths)
+    assert current_job(paths) == job
+    status = job.wait(TIMEOUT)
+    assert status.state == "finished", status.error
+    assert status.run_dir is not None and status.fraction == 1.0
+    assert [run.path for run in list_runs(paths.runs_dir)] == [Path(status.run_dir)]
+    assert len(status.history) == 2 and {"loss", "val_accuracy"} <= set(status.history[-1])
+    assert 0.0 <= status.metrics["val_accuracy"] <= 1.0
+
+
+def test_bad_configs_and_datasets_are_refused_before_anything_starts(synthetic_dataset, paths, tmp_path):
+    with pytest.raises(ValueError, match="image_size"):
+        start_job(tiny_config(synthetic_dataset, image_size=8), paths)
+    with pytest.raises(ValueError, match="unknown backbone"):
+        start_job(tiny_config(synthetic_dataset, backbone="vgg"), paths)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError):
+        start_job(tiny_config(tmp_path / "empty"), paths)
+    assert current_job(paths) is None
+
+
+def test_one_job_at_a_time_and_cancel_saves_nothing(synthetic_dataset, paths):
+    job = start_job(long_config(synthetic_dataset), paths)
+    with pytest.raises(ClothclfError, match="already in progress"):
+        start_job(tiny_config(synthetic_dataset), paths)
+    watcher = current_job(paths)  # what another visitor's session sees
+    assert watcher == job and watcher.status().active
+    wait_for(job, training_epochs)
+    job.cancel()
+    status = job.wait(TIMEOUT)
+    assert status.state == "cancelled"
+    assert 2 <= len(status.history) < 500
+    assert list_runs(paths.runs_dir) == []
+    assert visible_folders(paths.runs_dir) == []
+    assert not list(paths.runs_dir.glob(f"{PARTIAL_PREFIX}*"))
+
+
+def test_a_killed_child_reads_as_failed_and_leaves_earlier_models_intact(synthetic_dataset, paths):
+    previous = fake_previous_run(paths.runs_dir)
+    job = start_job(long_config(synthetic_dataset), paths)
+    wait_for(job, training_epochs)
+    os.kill(job.pid(), signal.SIGKILL)
+    status = job.wait(60)
+    assert status.state == "failed"
+    assert "SIGKILL" in status.error and "no run was saved" in status.error
+    assert [run.path for run in list_runs(paths.runs_dir)] == [previous]
+    assert visible_folders(paths.runs_dir) == [previous.name]
+    assert (previous / "model.tflite").read_bytes() == b"previous model"
+    assert (paths.default_model_dir / "model.tflite").read_bytes() == b"default model"
+    partial = job.run_dir.parent / f"{PARTIAL_PREFIX}{job.run_dir.name}"
+    assert partial.is_dir()  # hidden, never listed; the next start removes it
+
+    # The dead job no longer holds the lock: a new job may start, and it cleans up the partial run.
+    retry = start_job(tiny_config(synthetic_dataset), paths)
+    assert not partial.exists()
+    assert retry.wait(TIMEOUT).state == "finished"
+    assert [run.path for run in list_runs(paths.runs_dir)] == [retry.run_dir, previous]
+
+
+def test_a_failed_write_ends_the_job_with_a_clear_message(synthetic_dataset, paths, tmp_path, monkeypatch):
+    # The child is another process: a sitecustomize module on its PYTHONPATH makes the model
+    # export fail as on a full disk, after model.keras was written into the hidden partial folder.
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(
+        "import errno\n"
+        "import clothclf.export\n\n"
+        "def full_disk(model, path):\n"
+        "    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n\n"
+        "clothclf.export.export_tflite = full_disk\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", str(hooks))
+    job = start_job(tiny_config(synthetic_dataset, epochs=1), paths)
+    status = job.wait(TIMEOUT)
+    assert status.state == "failed"
+    assert "could not write the run" in status.error and "No space left on device" in status.error
+    assert list_runs(paths.runs_dir) == []
+    assert visible_folders(paths.runs_dir) == []
+    assert not list(paths.runs_dir.glob(f"{PARTIAL_PREFIX}*"))
