@@ -1,8 +1,10 @@
 """Serving: a thread-safe :class:`Classifier` over a LiteRT model, or a Keras model as a fallback.
 
-With a ``model.tflite`` in the model folder, nothing here imports TensorFlow: images are decoded by
-:func:`clothclf.images.load_image` and run by a small pool of LiteRT interpreters (one per
-concurrent caller; interpreters are not thread-safe). Without one, the Keras ``model.keras`` is used.
+With a ``model.tflite`` in the model folder nothing here imports TensorFlow: images are decoded by
+:func:`clothclf.images.load_image` (the decoder training used) and run by a pool of LiteRT
+interpreters. An interpreter is not thread-safe, so each is lent to one caller at a time; the pool
+grows on demand up to ``pool_size``, so a single user only ever pays for one. Without a
+``model.tflite`` the Keras ``model.keras`` is used (and TensorFlow is imported).
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import json
 import os
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,10 @@ import numpy as np
 
 from clothclf.errors import ClothclfError, RunError
 from clothclf.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
+
+BACKENDS = ("auto", "litert", "keras")
+#: Images decoded and run together by :meth:`Classifier.predict_batch` (bounds memory for long lists).
+CHUNK_SIZE = 32
 
 
 @dataclass(frozen=True)
@@ -39,53 +46,85 @@ class Prediction:
         }
 
 
-class _LiteRTRunner:
-    """A pool of LiteRT interpreters, each used by one thread at a time."""
+def available_cpus() -> int:
+    """CPUs this process may run on (respects affinity masks and container CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
-    def __init__(self, path: Path, num_threads: int, pool_size: int):
+
+class _Interpreter:
+    """One LiteRT interpreter with its input and output tensors looked up once."""
+
+    def __init__(self, path: Path, num_threads: int):
         from ai_edge_litert.interpreter import Interpreter
 
-        self._make = lambda: Interpreter(model_path=str(path), num_threads=num_threads)
-        self._pool: queue.LifoQueue = queue.LifoQueue()
-        self._created = 0
-        self._limit = pool_size
-        self._lock = threading.Lock()
-        first = self._new()
-        self.input_size = int(first.get_input_details()[0]["shape"][1])
-        self._pool.put(first)
-
-    def _new(self):
-        interpreter = self._make()
-        interpreter.allocate_tensors()
-        self._created += 1
-        return interpreter
-
-    def _acquire(self):
-        try:
-            return self._pool.get_nowait()
-        except queue.Empty:
-            with self._lock:
-                if self._created < self._limit:
-                    return self._new()
-            return self._pool.get()
+        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+        self._interpreter.allocate_tensors()
+        (inp,), (out,) = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        shape = tuple(int(d) for d in inp["shape"])
+        if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[3] != 3:
+            raise RunError(f"{path}: expected an input of shape (1, size, size, 3), not {shape}")
+        if np.dtype(inp["dtype"]) != np.float32:
+            raise RunError(f"{path}: expected a float32 input, not {np.dtype(inp['dtype'])}")
+        self.input_size = shape[1]
+        self.num_outputs = int(out["shape"][-1])
+        self._input, self._output = inp["index"], out["index"]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        interpreter = self._acquire()
+        """Probabilities of a float32 batch (n, size, size, 3), one invoke per image."""
+        result = np.empty((len(batch), self.num_outputs), np.float32)
+        for i in range(len(batch)):
+            self._interpreter.set_tensor(self._input, batch[i : i + 1])
+            self._interpreter.invoke()  # releases the GIL: interpreters of a pool run in parallel
+            result[i] = self._interpreter.get_tensor(self._output)[0]
+        return result
+
+
+class _LiteRTRunner:
+    """A pool of up to ``pool_size`` interpreters, created when concurrent callers need them."""
+
+    def __init__(self, path: Path, num_threads: int, pool_size: int):
+        if pool_size < 1 or num_threads < 1:
+            raise ValueError("pool_size and num_threads must be at least 1")
+        self._path, self._num_threads, self._limit = path, num_threads, pool_size
+        self._idle: queue.LifoQueue[_Interpreter] = queue.LifoQueue()  # LIFO: the warmest one first
+        self._lock = threading.Lock()
+        first = _Interpreter(path, num_threads)
+        self._created = 1
+        self.input_size, self.num_outputs = first.input_size, first.num_outputs
+        self._idle.put(first)
+
+    @property
+    def created(self) -> int:
+        """How many interpreters exist so far (at most ``pool_size``)."""
+        return self._created
+
+    @contextmanager
+    def _borrow(self) -> Iterator[_Interpreter]:
         try:
-            inp = interpreter.get_input_details()[0]
-            out = interpreter.get_output_details()[0]
-            results = []
-            for image in batch:
-                interpreter.set_tensor(inp["index"], image[None].astype(inp["dtype"]))
-                interpreter.invoke()
-                results.append(interpreter.get_tensor(out["index"])[0].copy())
-            return np.stack(results)
+            interpreter = self._idle.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                grow = self._created < self._limit
+                if grow:
+                    interpreter = _Interpreter(self._path, self._num_threads)
+                    self._created += 1
+            if not grow:
+                interpreter = self._idle.get()
+        try:
+            yield interpreter
         finally:
-            self._pool.put(interpreter)
+            self._idle.put(interpreter)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        with self._borrow() as interpreter:
+            return interpreter(batch)
 
 
 class _KerasRunner:
-    """The Keras model, called under a lock."""
+    """The Keras model (imports TensorFlow), called under a lock."""
 
     def __init__(self, path: Path):
         from clothclf.models import load_model
@@ -93,10 +132,11 @@ class _KerasRunner:
         self._model = load_model(str(path))
         self._lock = threading.Lock()
         self.input_size = int(self._model.input_shape[1])
+        self.num_outputs = int(self._model.output_shape[-1])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with self._lock:
-            return np.asarray(self._model.predict_on_batch(batch.astype(np.float32)))
+            return np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
 
 
 class Classifier:
@@ -121,12 +161,26 @@ class Classifier:
         self.tta = tta
         self.max_pixels = max_pixels
 
+    def __repr__(self) -> str:
+        return (
+            f"Classifier({str(self.model_dir)!r}, backend={self.backend!r}, "
+            f"image_size={self.image_size}, classes={len(self.class_names)}, tta={self.tta})"
+        )
+
     def load(self, image: ImageInput) -> np.ndarray:
         """Decode ``image`` exactly as training did, at this model's input size."""
         return load_image(image, self.image_size, self.max_pixels)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities of a batch of decoded ``uint8`` images, (n, size, size, 3) -> (n, k)."""
+        """Class probabilities of a batch of decoded ``uint8`` images, (n, size, size, 3) -> (n, k).
+
+        With test-time augmentation the probabilities are averaged with those of the mirror image.
+        """
+        expected = (self.image_size, self.image_size, 3)
+        if pixels.ndim != 4 or pixels.shape[1:] != expected:
+            raise ValueError(
+                f"expected images of shape (n, {', '.join(map(str, expected))}), not {pixels.shape}"
+            )
         x = pixels.astype(np.float32)
         probs = self._run(x)
         if self.tta:
@@ -134,7 +188,7 @@ class Classifier:
         return probs
 
     def _prediction(self, probs: np.ndarray, top_k: int) -> Prediction:
-        order = np.argsort(-probs)[: max(1, min(top_k, len(self.class_names)))]
+        order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(self.class_names)))]
         return Prediction(
             label=self.class_names[order[0]],
             confidence=float(probs[order[0]]),
@@ -148,26 +202,37 @@ class Classifier:
 
     def predict_batch(self, images: Sequence[ImageInput], top_k: int = 3) -> list[Prediction]:
         """Classify several images; raises on the first that cannot be read."""
-        if not images:
-            return []
-        probs = self.probabilities(np.stack([self.load(image) for image in images]))
-        return [self._prediction(p, top_k) for p in probs]
+        results: list[Prediction] = []
+        for start in range(0, len(images), CHUNK_SIZE):
+            pixels = np.stack([self.load(image) for image in images[start : start + CHUNK_SIZE]])
+            results.extend(self._prediction(p, top_k) for p in self.probabilities(pixels))
+        return results
 
     def try_predict_batch(
         self, images: Sequence[ImageInput], top_k: int = 3
     ) -> list[Prediction | ClothclfError]:
         """Classify several images; an unreadable one yields its error and the others still run."""
         results: list[Prediction | ClothclfError] = []
-        for image in images:
-            try:
-                results.append(self.predict(image, top_k))
-            except ClothclfError as exc:
-                results.append(exc)
+        for start in range(0, len(images), CHUNK_SIZE):
+            decoded: list[np.ndarray | ClothclfError] = []
+            for image in images[start : start + CHUNK_SIZE]:
+                try:
+                    decoded.append(self.load(image))
+                except ClothclfError as exc:
+                    decoded.append(exc)
+            good = [d for d in decoded if isinstance(d, np.ndarray)]
+            probs = iter(self.probabilities(np.stack(good)) if good else ())
+            results.extend(
+                d if isinstance(d, ClothclfError) else self._prediction(next(probs), top_k) for d in decoded
+            )
         return results
 
 
 def _read_json(path: Path):
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: cannot be read ({exc})") from exc
 
 
 def load_classifier(
@@ -177,13 +242,17 @@ def load_classifier(
     tta: bool | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     num_threads: int | None = None,
-    pool_size: int = 4,
+    pool_size: int = 2,
 ) -> Classifier:
     """Load the classifier in ``model_dir`` (default: the shipped model).
 
     ``backend`` is ``"auto"`` (LiteRT when ``model.tflite`` exists, else Keras), ``"litert"`` or
-    ``"keras"``. ``tta`` defaults to what the run was trained with (``run.json``).
+    ``"keras"``. ``tta`` defaults to what the run was trained with (``run.json``). For LiteRT,
+    ``num_threads`` (default: every available CPU) is per interpreter, and up to ``pool_size``
+    interpreters serve concurrent callers.
     """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
     if model_dir is None:
         from clothclf.config import Paths
 
@@ -197,22 +266,23 @@ def load_classifier(
     tflite, keras_file = model_dir / "model.tflite", model_dir / "model.keras"
     if backend == "auto":
         backend = "litert" if tflite.is_file() else "keras"
+    runner: _LiteRTRunner | _KerasRunner
     if backend == "litert":
         if not tflite.is_file():
             raise RunError(f"{model_dir}: no model.tflite (run `clothclf export --model {model_dir}`)")
-        runner = _LiteRTRunner(tflite, num_threads or os.cpu_count() or 1, pool_size)
-        image_size = runner.input_size
-    elif backend == "keras":
-        if not keras_file.is_file():
-            raise RunError(f"{model_dir}: no model.keras")
-        runner = _KerasRunner(keras_file)
-        image_size = runner.input_size
+        runner = _LiteRTRunner(tflite, num_threads or available_cpus(), pool_size)
     else:
-        raise ValueError(f"backend must be 'auto', 'litert' or 'keras', not {backend!r}")
+        if not keras_file.is_file():
+            raise RunError(f"{model_dir}: no model.tflite nor model.keras")
+        runner = _KerasRunner(keras_file)
+    if runner.num_outputs != len(class_names):
+        raise RunError(
+            f"{model_dir}: the model has {runner.num_outputs} outputs but class_names.json {len(class_names)} classes"
+        )
     return Classifier(
         runner,
         class_names,
-        image_size,
+        runner.input_size,
         backend=backend,
         model_dir=model_dir,
         tta=bool(summary.get("tta", False)) if tta is None else tta,
