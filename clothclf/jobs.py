@@ -44,7 +44,7 @@ from clothclf.archives import DEFAULT_LIMITS, find_dataset_root, safe_extract_zi
 from clothclf.backbones import get_backbone_spec
 from clothclf.config import Limits, Paths, TrainConfig
 from clothclf.datasets import create_dataset
-from clothclf.errors import ClothclfError, RunError
+from clothclf.errors import ClothclfError, DatasetError, RunError
 from clothclf.runs import PARTIAL_PREFIX, new_run_name, read_json, write_json
 
 if TYPE_CHECKING:
@@ -94,10 +94,12 @@ class JobStatus:
         return self.state in ACTIVE_STATES
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``status.json`` holds)."""
         return {**dataclasses.asdict(self), "history": list(self.history)}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> JobStatus:
+        """Inverse of :meth:`to_dict`; unknown keys are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in values.items() if k in known}
         return cls(**{**kwargs, "history": tuple(kwargs.get("history", ()))})
@@ -123,6 +125,7 @@ class Job:
         return Path(self.request()["run_dir"])
 
     def pid(self) -> int | None:
+        """The child's process id (None before it was started)."""
         try:
             return int((self.folder / "pid").read_text())
         except (OSError, ValueError):
@@ -130,6 +133,7 @@ class Job:
 
     @property
     def cancel_requested(self) -> bool:
+        """Whether :meth:`cancel` was called (by any process)."""
         return (self.folder / "cancel").exists()
 
     def cancel(self) -> None:
@@ -322,8 +326,10 @@ def extract_uploaded_dataset(source: IO[bytes], paths: Paths, limits: Limits = D
     try:
         root = find_dataset_root(safe_extract_zip(source, dest, limits))
         create_dataset(root)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise DatasetError(f"cannot extract the upload into {dest.parent}: {exc}") from exc
         raise
     return root
 

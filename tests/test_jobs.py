@@ -7,11 +7,13 @@ TensorFlow dominates) and polls their status files with timeouts, so nothing can
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 
 from clothclf.config import Paths, TrainConfig
 from clothclf.errors import ClothclfError, DatasetError
-from clothclf.jobs import Job, JobStatus, current_job, start_job
+from clothclf.jobs import Job, JobStatus, current_job, extract_uploaded_dataset, start_job
 from clothclf.runs import PARTIAL_PREFIX, list_runs, write_json
 
 TIMEOUT = 300  # seconds: generous for a loaded two-core machine; a healthy job needs well under this
@@ -78,6 +80,33 @@ def test_the_jobs_module_never_imports_tensorflow():
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
+def zipped(files: dict[str, bytes]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    buffer.seek(0)
+    return buffer
+
+
+def test_an_uploaded_zip_of_class_folders_becomes_a_dataset_under_the_data_folder(synthetic_dataset, paths):
+    files = {
+        f"photos/{p.parent.name}/{p.name}": p.read_bytes() for p in synthetic_dataset.glob("train/*/*.png")
+    }
+    root = extract_uploaded_dataset(zipped(files), paths)
+    assert root.parent.parent == paths.data_dir / "uploads" and root.name == "photos"
+    assert sorted(p.name for p in root.iterdir()) == ["blue", "green", "red"]
+
+
+@pytest.mark.parametrize(
+    "files", [{"notes/readme.txt": b"no images"}, {"only/one/class.png": b"not even a png"}, {}]
+)
+def test_an_uploaded_zip_without_a_dataset_is_refused_and_nothing_is_kept(paths, files):
+    with pytest.raises(DatasetError):
+        extract_uploaded_dataset(zipped(files), paths)
+    assert not list((paths.data_dir / "uploads").glob("*"))
+
+
 def test_a_job_trains_in_a_child_process_and_its_run_is_listed(synthetic_dataset, paths):
     assert current_job(paths) is None
     job = start_job(tiny_config(synthetic_dataset), paths)
@@ -107,7 +136,8 @@ def test_one_job_at_a_time_and_cancel_saves_nothing(synthetic_dataset, paths):
         start_job(tiny_config(synthetic_dataset), paths)
     watcher = current_job(paths)  # what another visitor's session sees
     assert watcher == job and watcher.status().active
-    wait_for(job, training_epochs)
+    running = wait_for(job, training_epochs)
+    assert running.eta is not None and running.eta > 0 and 0 < running.fraction < 1
     job.cancel()
     status = job.wait(TIMEOUT)
     assert status.state == "cancelled"

@@ -1,0 +1,311 @@
+"""Fine-tune: train a model in a background process, watch it learn, compare it with the current one, use it.
+
+Training runs in a child process (:mod:`clothclf.jobs`), so this page never imports TensorFlow and
+a crashed run cannot take the app down. One run at a time per server; every visitor can watch it.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from clothclf import plots
+from clothclf.backbones import BACKBONES, weights_cached
+from clothclf.catalog import describe_model
+from clothclf.config import AugmentConfig, Paths, TrainConfig
+from clothclf.errors import ClothclfError, RunError
+from clothclf.jobs import Job, JobStatus, current_job, extract_uploaded_dataset, start_job
+from clothclf.runs import RunInfo, load_run, zip_run
+from pages._shared import CHART_CONFIG, MODEL_KEY, read_artifact, session_model_dir, show_error
+
+#: ``st.session_state[JOB_KEY]``: the id of the job this session started (only it may cancel it).
+JOB_KEY = "fine_tune_job"
+SIZE_KEY = "ft_image_size"
+DEFAULT_BACKBONE = "mobilenet_v2"
+DEFAULT_SIZE = 224
+REFRESH_SECONDS = 1.0
+PHASES = {
+    "starting": "Starting the training process (loading TensorFlow)",
+    "features": "Computing backbone features (cached for the next run)",
+    "head": "Training the classification head",
+    "decoding": "Decoding images",
+    "fine_tune": "Fine-tuning the top backbone layers",
+    "train": "Training the whole network",
+    "evaluating": "Evaluating on the validation set",
+    "saving": "Saving and exporting the model",
+}
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "estimating…"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def backbone_label(name: str, image_size: int) -> str:
+    spec = BACKBONES[name]
+    if not spec.pretrained:
+        note = "trained from scratch"
+    elif weights_cached(name, image_size):
+        note = "ImageNet weights available"
+    else:
+        note = "no ImageNet weights on this server"
+    return f"{spec.description} · {note}"
+
+
+def use_model(path: str) -> None:
+    """Button callback: make ``path`` this session's model (before the sidebar is drawn again)."""
+    st.session_state[MODEL_KEY] = path
+
+
+def progress_text(status: JobStatus) -> str:
+    text = PHASES.get(status.phase, status.phase.replace("_", " ").capitalize() or "Waiting")
+    if status.epochs:
+        text += f" · epoch {status.epoch}/{status.epochs}"
+    if status.batches:
+        text += f" · batch {status.batch}/{status.batches}"
+    return text
+
+
+@st.fragment(run_every=REFRESH_SECONDS)
+def live_progress(job: Job) -> None:
+    """The running job, redrawn every second; a full rerun once it has ended shows its result."""
+    status = job.status()
+    if not status.active:
+        st.rerun()
+    mine = st.session_state.get(JOB_KEY) == job.id
+    st.subheader("Training in progress", anchor=False)
+    if status.state == "cancelling":
+        st.info("Cancelling: training stops after the current batch.", icon=":material/hourglass_top:")
+    st.progress(min(max(status.fraction, 0.0), 1.0), text=progress_text(status))
+    elapsed, eta, accuracy = st.columns(3)
+    elapsed.metric("Elapsed", duration(status.elapsed))
+    eta.metric(
+        "Time left (estimate)",
+        duration(status.eta) if status.phase in ("head", "fine_tune", "train") else "—",
+    )
+    last_val = status.history[-1].get("val_accuracy") if status.history else None
+    accuracy.metric("Validation accuracy (last epoch)", f"{last_val:.1%}" if last_val is not None else "—")
+    if status.history:
+        st.plotly_chart(plots.training_curves(status.history), config=CHART_CONFIG, key="live-curves")
+    if mine:
+        st.button(
+            "Cancel training",
+            key="ft_cancel",
+            icon=":material/stop_circle:",
+            on_click=job.cancel,
+            disabled=status.state == "cancelling",
+        )
+    else:
+        st.caption("Another visitor started this run; you can watch it here. One run at a time per server.")
+
+
+def metric_pair(column, label: str, new: float | None, current: float | None, percent: bool) -> None:
+    """``new`` as a metric, with its difference from ``current`` as the delta."""
+    spec = "+.1%" if percent else "+.3f"
+    delta = f"{new - current:{spec}} vs current" if new is not None and current is not None else None
+    column.metric(label, format(new, spec.lstrip("+")) if new is not None else "—", delta=delta)
+
+
+def compare_with_current(run: RunInfo) -> None:
+    """The run's validation accuracy and macro-F1 beside those of the session's current model."""
+    new = run.metrics("validation") or {}
+    current_model = describe_model(session_model_dir())
+    current = (read_artifact(current_model.path, "metrics_validation.json") if current_model else None) or {}
+    columns = st.columns(4)
+    metric_pair(columns[0], "Validation accuracy", new.get("accuracy"), current.get("accuracy"), True)
+    metric_pair(columns[1], "Validation macro-F1", new.get("macro_f1"), current.get("macro_f1"), False)
+    if current_model is None or not current:
+        st.caption("There is no current model with validation metrics to compare with.")
+        return
+    columns[2].metric("Current model: accuracy", f"{current['accuracy']:.1%}")
+    columns[3].metric("Current model: macro-F1", f"{current['macro_f1']:.3f}")
+    ours = (read_artifact(run.path, "config.json") or {}).get("dataset", {}).get("fingerprint")
+    theirs = (read_artifact(current_model.path, "config.json") or {}).get("dataset", {}).get("fingerprint")
+    if ours != theirs:
+        st.caption(
+            f"Compared with **{current_model.label}**, which was validated on other data: "
+            "the numbers are not directly comparable."
+        )
+    else:
+        st.caption(f"Compared with **{current_model.label}** on the same validation set.")
+
+
+def show_result(job: Job, status: JobStatus) -> None:
+    """How the latest job ended: its run, metrics, curves and what to do with it."""
+    st.subheader("Latest training run", anchor=False)
+    if status.state == "cancelled":
+        st.warning("The run was cancelled; nothing was saved.", icon=":material/cancel:")
+        return
+    if status.state == "failed":
+        st.error(f"Training failed: {status.error}", icon=":material/error:")
+        return
+    try:
+        run = load_run(status.run_dir)
+    except RunError:
+        st.info(f"The run of job {job.id} is no longer on this server.", icon=":material/info:")
+        return
+    st.success(
+        f"Training finished in {duration(status.elapsed)}: run **{run.name}**.",
+        icon=":material/check_circle:",
+    )
+    compare_with_current(run)
+    st.plotly_chart(plots.training_curves(run.history()), config=CHART_CONFIG, key="result-curves")
+    in_use = session_model_dir() == str(run.path)
+    use_col, download_col = st.columns(2)
+    use_col.button(
+        "In use" if in_use else "Use this model",
+        key="ft_use",
+        type="primary",
+        icon=":material/check:",
+        disabled=in_use,
+        on_click=use_model,
+        args=(str(run.path),),
+        width="stretch",
+    )
+    download_col.download_button(
+        "Download the model (zip)",
+        data=lambda: zip_run(run.path),
+        file_name=f"{run.path.name}.zip",
+        mime="application/zip",
+        icon=":material/download:",
+        on_click="ignore",
+        width="stretch",
+    )
+    st.caption("The zip holds model.keras, model.tflite, class_names.json, the metrics and the config.")
+
+
+def weights_choice(backbone: str, image_size: int) -> str | None:
+    """Which weights the run starts from, stating the choice plainly under the backbone picker."""
+    if not BACKBONES[backbone].pretrained:
+        st.caption("This small CNN has no pretrained weights: every layer is trained on your data.")
+        return None
+    if weights_cached(backbone, image_size):
+        st.caption(f"Starts from ImageNet weights (on this server for {image_size} px).")
+        return "imagenet"
+    download = st.checkbox(
+        "Download the ImageNet weights when training starts (needs internet access)",
+        key="ft_download_weights",
+    )
+    if download:
+        st.caption("Keras downloads the weights into its cache; the run fails if there is no internet.")
+        return "imagenet"
+    st.caption(
+        f"No ImageNet weights for this backbone at {image_size} px on this server: it starts from random "
+        "weights (`weights=None`), so expect much lower accuracy than a pretrained backbone."
+    )
+    return None
+
+
+st.title("Fine-tune")
+st.caption(
+    "Train a new model on the default dataset or your own photos. Training runs in a separate process "
+    "on this server, one run at a time; the result appears in the model list."
+)
+
+paths = Paths.from_env()
+job = current_job(paths)
+status = job.status() if job is not None else None
+busy = status is not None and status.active
+
+st.subheader("Model", anchor=False)
+backbone_col, size_col = st.columns([3, 1])
+image_size = int(size_col.number_input("Image size (px)", 32, 512, DEFAULT_SIZE, step=32, key=SIZE_KEY))
+backbone = backbone_col.selectbox(
+    "Backbone",
+    list(BACKBONES),
+    index=list(BACKBONES).index(DEFAULT_BACKBONE),
+    format_func=lambda name: backbone_label(name, st.session_state.get(SIZE_KEY, DEFAULT_SIZE)),
+    key="ft_backbone",
+)
+weights = weights_choice(backbone, image_size)
+
+with st.form("fine_tune_form", border=True):
+    st.markdown("**Training**")
+    epochs_col, lr_col, batch_col = st.columns(3)
+    epochs = epochs_col.number_input("Epochs", 1, 100, 10, key="ft_epochs")
+    lr = lr_col.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.1e", key="ft_lr")
+    batch_size = batch_col.selectbox("Batch size", [8, 16, 32, 64, 128], index=2, key="ft_batch")
+    head_only = st.radio(
+        "What to train",
+        [True, False],
+        format_func=lambda only: (
+            "The head only (fast: uses cached backbone features)"
+            if only
+            else "The head, then fine-tune the top K backbone layers"
+        ),
+        key="ft_head_only",
+    )
+    k_col, ft_epochs_col, ft_lr_col = st.columns(3)
+    fine_tune_layers = k_col.number_input("K: layers to unfreeze", 1, 300, 40, key="ft_layers")
+    fine_tune_epochs = ft_epochs_col.number_input("Fine-tuning epochs", 1, 100, 10, key="ft_ft_epochs")
+    fine_tune_lr = ft_lr_col.number_input(
+        "Fine-tuning learning rate", 1e-7, 1e-1, 1e-4, step=1e-5, format="%.1e", key="ft_ft_lr"
+    )
+    augment = st.toggle(
+        "Augmentation (flips, small rotations, zoom, contrast) while the backbone trains",
+        value=True,
+        key="ft_augment",
+    )
+    st.caption(
+        "Pretrained backbones: K and the fine-tuning settings apply only when fine-tuning. "
+        "The small CNN trains every layer for the given epochs."
+    )
+    st.markdown("**Data**")
+    dataset_dir = paths.default_dataset_dir
+    upload = st.file_uploader(
+        "Your own dataset (optional): a zip with one folder of images per class "
+        "(or train/ and validation/ folders of class folders)",
+        type=["zip"],
+        key="ft_upload",
+    )
+    if dataset_dir.is_dir():
+        st.caption(f"Without an upload, the default dataset is used: `{dataset_dir}`.")
+    else:
+        st.caption(
+            f"The default dataset is not on this server (`{dataset_dir}`): upload a zip, "
+            "or download it with `clothclf data download`."
+        )
+    submitted = st.form_submit_button(
+        "Start training", type="primary", icon=":material/play_arrow:", disabled=busy, key="ft_start"
+    )
+
+if busy:
+    st.caption("A run is in progress; you can start another when it has ended.")
+
+if submitted:
+    try:
+        if upload is not None:
+            with st.spinner("Checking and extracting the zip…"):
+                dataset_dir = extract_uploaded_dataset(upload, paths)
+        elif not dataset_dir.is_dir():
+            raise ClothclfError(
+                f"the default dataset is not on this server ({dataset_dir}); upload a zip of class folders"
+            )
+        config = TrainConfig(
+            data_dir=str(dataset_dir),
+            backbone=backbone,
+            weights=weights,
+            image_size=image_size,
+            batch_size=int(batch_size),
+            epochs=int(epochs),
+            lr=float(lr),
+            head_only=bool(head_only),
+            fine_tune_layers=int(fine_tune_layers),
+            fine_tune_epochs=int(fine_tune_epochs),
+            fine_tune_lr=float(fine_tune_lr),
+            augment=AugmentConfig(enabled=bool(augment)),
+        )
+        job = start_job(config, paths)
+    except ValueError as exc:  # ClothclfError (bad zip, run in progress, …) and bad config values
+        show_error(exc)
+    else:
+        st.session_state[JOB_KEY] = job.id
+        st.rerun()
+
+if job is not None and status is not None:
+    st.divider()
+    if busy:
+        live_progress(job)
+    else:
+        show_result(job, status)

@@ -1,0 +1,125 @@
+"""The Fine-tune page, driven with Streamlit's AppTest on the tiny synthetic dataset.
+
+The default dataset is the synthetic one (``CLOTHCLF_DATA_DIR`` points at it, as on a server whose
+data folder is the dataset). Training runs in a real child process; the test polls by re-running
+the app until the result appears.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from clothclf.config import Paths
+from clothclf.jobs import current_job
+from clothclf.runs import list_runs, write_json
+
+APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
+TIMEOUT = 300  # seconds for the whole training run on a loaded two-core machine
+
+
+@pytest.fixture
+def current_model(tmp_path, monkeypatch) -> Path:
+    """A stand-in for the shipped model with known validation metrics (its model file is a placeholder)."""
+    folder = tmp_path / "default-model"
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(b"placeholder")
+    write_json(folder / "class_names.json", ["blue", "green", "red"])
+    write_json(folder / "metrics_validation.json", {"accuracy": 0.25, "macro_f1": 0.2})
+    write_json(folder / "run.json", {"name": "shipped", "status": "complete", "image_size": 32})
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def no_cached_weights(tmp_path, monkeypatch):
+    """An empty Keras cache, so the page's weights decision does not depend on the machine."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+
+
+def fine_tune_page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.run()
+    return at.switch_page("pages/fine_tune.py").run()
+
+
+def fill_tiny_form(at: AppTest) -> None:
+    at.number_input(key="ft_image_size").set_value(32).run()
+    at.number_input(key="ft_epochs").set_value(2)
+    at.selectbox(key="ft_batch").set_value(8)
+    at.radio(key="ft_head_only").set_value(True)
+    at.toggle(key="ft_augment").set_value(False)
+
+
+def texts(elements) -> str:
+    return "\n".join(str(e.value) for e in elements)
+
+
+def test_training_from_the_page_registers_a_run_and_shows_its_metrics(
+    synthetic_dataset, current_model, no_cached_weights, monkeypatch
+):
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(synthetic_dataset))
+    at = fine_tune_page()
+    assert not at.exception
+    assert "weights=None" in texts(at.caption)  # no ImageNet weights in the empty cache, said plainly
+    assert str(synthetic_dataset) in texts(at.caption)
+    fill_tiny_form(at)
+    at.button(key="ft_start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert at.session_state["fine_tune_job"] == current_job(Paths.from_env()).id
+
+    visitor = fine_tune_page()  # another session sees the run, cannot start or cancel one
+    assert "Training in progress" in texts(visitor.subheader)
+    assert visitor.button(key="ft_start").disabled
+    assert not [b for b in visitor.button if b.key == "ft_cancel"]
+
+    deadline = time.monotonic() + TIMEOUT
+    while not (at.success or at.error or at.warning):
+        assert time.monotonic() < deadline, "training did not finish in time"
+        time.sleep(1)
+        at.run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "Training finished" in at.success[0].value
+
+    runs = list_runs(Paths.from_env().runs_dir)
+    assert len(runs) == 1
+    metrics = runs[0].metrics("validation")
+    shown = {m.label: m for m in at.metric}
+    assert shown["Validation accuracy"].value == f"{metrics['accuracy']:.1%}"
+    assert shown["Validation macro-F1"].value == f"{metrics['macro_f1']:.3f}"
+    assert shown["Validation accuracy"].delta == f"{metrics['accuracy'] - 0.25:+.1%} vs current"
+    assert shown["Current model: accuracy"].value == "25.0%"
+    assert at.download_button[0].label == "Download the model (zip)"
+
+    at.button(key="ft_use").click().run()
+    assert at.session_state["model_dir"] == str(runs[0].path)
+    assert at.button(key="ft_use").label == "In use"
+
+
+def test_a_zip_without_class_folders_is_a_clear_error(current_model):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("notes/readme.txt", "no images here")
+    at = fine_tune_page()
+    fill_tiny_form(at)
+    at.file_uploader(key="ft_upload").set_value(("photos.zip", buffer.getvalue(), "application/zip"))
+    at.button(key="ft_start").click().run()
+    assert not at.exception
+    assert "no class folders" in texts(at.error)
+    assert current_job(Paths.from_env()) is None
+    assert not list((Paths.from_env().data_dir / "uploads").glob("*"))  # nothing kept
+
+
+def test_a_missing_default_dataset_is_a_clear_error(tmp_path, current_model, monkeypatch):
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "nowhere"))
+    at = fine_tune_page()
+    assert "not on this server" in texts(at.caption)
+    at.button(key="ft_start").click().run()
+    assert not at.exception
+    assert "default dataset is not on this server" in texts(at.error)
+    assert current_job(Paths.from_env()) is None
