@@ -71,7 +71,7 @@ def _open(source: ImageInput, name: str) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if not path.is_file():
-            raise InvalidImageError(f"{name}: no such file")
+            raise InvalidImageError(f"{name}: {'not a file' if path.exists() else 'no such file'}")
         if path.stat().st_size == 0:
             raise InvalidImageError(f"{name}: the file is empty")
         return Image.open(path)
@@ -122,6 +122,12 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
         )
 
 
+def _bomb(name: str, max_pixels: int) -> LimitExceededError:
+    return LimitExceededError(
+        f"{name}: over the limit of {max_pixels:,} pixels (Pillow refuses it as a possible decompression bomb)"
+    )
+
+
 def _decode(image: Image.Image, size: int | None) -> np.ndarray:
     """Steps 2-6 of the module docstring on an opened (possibly not yet decoded) image."""
     if image.tell() != 0:
@@ -157,7 +163,7 @@ def load_image(
     try:
         opened = source if isinstance(source, Image.Image) else _open(source, name)
     except Image.DecompressionBombError as exc:  # Pillow's own guard, at twice its warning size
-        raise LimitExceededError(f"{name}: over the limit of {max_pixels:,} pixels ({exc})") from exc
+        raise _bomb(name, max_pixels) from exc
     except UnidentifiedImageError as exc:
         raise InvalidImageError(f"{name}: not an image format Pillow can read") from exc
     except OSError as exc:
@@ -167,5 +173,7 @@ def load_image(
         _check_pixels(image, name, max_pixels)
         try:
             return _decode(image, size)
+        except Image.DecompressionBombError as exc:  # an embedded image (e.g. in an ICO) over Pillow's guard
+            raise _bomb(name, max_pixels) from exc
         except _DECODE_ERRORS as exc:
             raise InvalidImageError(f"{name}: the image data is damaged or truncated ({exc})") from exc

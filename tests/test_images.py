@@ -305,7 +305,7 @@ def test_bad_files_raise_invalid_image_naming_the_file(tmp_path, filename):
 def test_missing_path_and_folder(tmp_path):
     with pytest.raises(InvalidImageError, match="missing.jpg: no such file"):
         load_image(tmp_path / "missing.jpg")
-    with pytest.raises(InvalidImageError, match=str(tmp_path)):
+    with pytest.raises(InvalidImageError, match=f"{tmp_path}: not a file"):
         load_image(tmp_path)
 
 
