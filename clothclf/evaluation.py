@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from clothclf.datasets import Split, decode_split
+from clothclf.errors import DatasetError
+
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
     """ECE: the confidence-weighted gap between confidence and accuracy over equal-width bins."""
@@ -130,3 +133,25 @@ def prediction_rows(
             }
         )
     return rows
+
+
+def evaluate_classifier(
+    classifier, split: Split, root: str | Path, batch_size: int = 32
+) -> tuple[dict, list[dict]]:
+    """Run ``classifier`` (see :mod:`clothclf.predict`) over ``split``; return (metrics, per-image rows).
+
+    Files that cannot be decoded are skipped (one warning) and listed under ``metrics["skipped"]``.
+    """
+    decoded = decode_split(split, classifier.image_size)
+    if not len(decoded.labels):
+        raise DatasetError("no readable images to evaluate")
+    probs = np.concatenate(
+        [
+            classifier.probabilities(decoded.images[i : i + batch_size])
+            for i in range(0, len(decoded.images), batch_size)
+        ]
+    )
+    names = classifier.class_names
+    metrics = compute_metrics(decoded.labels, probs, names)
+    metrics["skipped"] = list(decoded.skipped)
+    return metrics, prediction_rows(decoded.files, decoded.labels, probs, names, root=root)

@@ -1,0 +1,280 @@
+"""The ``clothclf`` command line: data download, train, evaluate, predict, export, runs.
+
+TensorFlow is imported only by the commands that need it (train, export, and evaluate/predict on a
+model without a LiteRT file). Errors a user can cause print one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from pathlib import Path
+
+from clothclf import __version__
+from clothclf.config import AugmentConfig, Paths, TrainConfig
+from clothclf.errors import ClothclfError
+
+log = logging.getLogger("clothclf")
+
+# CLI flag -> TrainConfig field, for every flag that maps one to one.
+TRAIN_FLAGS = {
+    "backbone": "backbone",
+    "epochs": "epochs",
+    "image_size": "image_size",
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "fine_tune_layers": "fine_tune_layers",
+    "fine_tune_epochs": "fine_tune_epochs",
+    "fine_tune_lr": "fine_tune_lr",
+    "dropout": "dropout",
+    "hidden_units": "hidden_units",
+    "label_smoothing": "label_smoothing",
+    "patience": "patience",
+    "lr_schedule": "lr_schedule",
+    "seed": "seed",
+    "strategy": "strategy",
+}
+
+
+def _add_model_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, help="model or run folder (default: the shipped model)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = argparse.ArgumentParser(prog="clothclf", description="Clothing-photo classifier.")
+    parser.add_argument("--version", action="version", version=f"clothclf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    data = commands.add_parser("data", help="dataset commands")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    download = data_commands.add_parser("download", help="download clothing-dataset-small")
+    download.add_argument("--dest", type=Path, help="folder to put it in (default: $CLOTHCLF_DATA_DIR)")
+    download.add_argument("--force", action="store_true", help="download again even if present")
+
+    train = commands.add_parser("train", help="train a model (two-phase transfer learning)")
+    train.add_argument("--data", type=Path, help="dataset folder (default: the downloaded default dataset)")
+    train.add_argument("--config", type=Path, help="start from a run's config.json (flags override it)")
+    train.add_argument("--backbone", help="custom_cnn, mobilenet_v2 (default), mobilenet_v3_small, ...")
+    train.add_argument("--weights", choices=["imagenet", "none"], help="backbone weights (default imagenet)")
+    train.add_argument("--epochs", type=int, help="head epochs (the whole run for custom_cnn)")
+    train.add_argument("--image-size", type=int)
+    train.add_argument("--batch-size", type=int)
+    train.add_argument("--lr", type=float, help="learning rate of the head phase")
+    train.add_argument("--fine-tune-layers", type=int, help="top backbone layers to unfreeze (0: none)")
+    train.add_argument("--fine-tune-epochs", type=int)
+    train.add_argument("--fine-tune-lr", type=float)
+    train.add_argument("--head-only", action="store_true", default=None, help="train the head only")
+    train.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    train.add_argument("--dropout", type=float)
+    train.add_argument("--hidden-units", type=int, help="hidden dense layer in the head (0: none)")
+    train.add_argument("--label-smoothing", type=float)
+    train.add_argument("--no-class-weights", action="store_true", help="do not weight rare classes up")
+    train.add_argument("--tta", action="store_true", default=None, help="average with the mirrored image")
+    train.add_argument("--patience", type=int, help="early-stopping patience in epochs")
+    train.add_argument("--lr-schedule", choices=["plateau", "cosine"])
+    train.add_argument("--seed", type=int)
+    train.add_argument("--strategy", choices=["default", "mirrored"])
+    train.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard logs")
+    train.add_argument("--out", type=Path, help="run folder (default: $CLOTHCLF_RUNS_DIR/<time>-<backbone>)")
+    train.add_argument("--json", action="store_true", help="print one final JSON line")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a model on a dataset split or folder")
+    _add_model_arg(evaluate)
+    evaluate.add_argument("--data", type=Path, required=True, help="dataset root or folder of class folders")
+    evaluate.add_argument("--split", default="test", help="split of a dataset root (default test)")
+    evaluate.add_argument("--no-save", action="store_true", help="do not save metrics into the model folder")
+    evaluate.add_argument("--backend", choices=["auto", "litert", "keras"], default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+
+    predict = commands.add_parser("predict", help="classify image files")
+    _add_model_arg(predict)
+    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--json", action="store_true", help="one JSON line per file")
+    predict.add_argument("files", nargs="+", type=Path)
+
+    export = commands.add_parser("export", help="write model.tflite for a run that lacks it")
+    _add_model_arg(export)
+    export.add_argument("--force", action="store_true", help="overwrite an existing model.tflite")
+
+    runs = commands.add_parser("runs", help="list training runs")
+    runs.add_argument("--json", action="store_true")
+    return parser
+
+
+def train_config_from_args(args: argparse.Namespace, paths: Paths) -> TrainConfig:
+    """A TrainConfig from defaults (or ``--config``) overridden by the flags given."""
+    values = TrainConfig(data_dir="").to_dict()
+    if args.config:
+        saved = json.loads(args.config.read_text())
+        values.update(saved.get("train", saved))
+    for flag, name in TRAIN_FLAGS.items():
+        if getattr(args, flag) is not None:
+            values[name] = getattr(args, flag)
+    for flag in ("head_only", "tta", "tensorboard"):
+        if getattr(args, flag):
+            values[flag] = True
+    if args.weights:
+        values["weights"] = None if args.weights == "none" else args.weights
+    if args.no_class_weights:
+        values["class_weights"] = False
+    if args.no_augment:
+        values["augment"] = {**values.get("augment", AugmentConfig().__dict__), "enabled": False}
+    if args.data:
+        values["data_dir"] = str(args.data)
+    elif not values["data_dir"]:
+        values["data_dir"] = str(paths.default_dataset_dir)
+    return TrainConfig.from_dict(values)
+
+
+def cmd_data_download(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.download import download_with_progress_bar
+
+    print(download_with_progress_bar(args.dest, force=args.force))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.training import train
+
+    config = train_config_from_args(args, paths)
+    verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
+    result = train(config, args.out, paths=paths, verbose=verbose)
+    summary = {
+        "val_accuracy": result.best_val_accuracy,
+        "final_val_accuracy": result.val_accuracy,
+        "epochs": result.epochs,
+        "seconds": round(result.seconds, 1),
+        "run_dir": str(result.run_dir),
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"saved {result.run_dir}: validation accuracy {result.val_accuracy:.4f} "
+            f"(best epoch {result.best_val_accuracy:.4f}), {result.epochs} epochs, {result.seconds:.0f} s"
+        )
+    return 0
+
+
+def _evaluation_split(data: Path, split: str, class_names: tuple[str, ...]):
+    """(split files, root for relative names, split name) of a dataset root or a class folder."""
+    from clothclf.datasets import SPLITS, scan_class_folder
+
+    if (data / "train").is_dir() or (data / split).is_dir():
+        if split not in SPLITS:
+            raise ClothclfError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        folder, name = data / split, split
+    else:
+        folder, name = data, re.sub(r"[^A-Za-z0-9_-]", "_", data.name)
+    return scan_class_folder(folder, class_names)[1], folder.parent, name
+
+
+def _print_metrics(metrics: dict) -> None:
+    print(
+        f"{metrics['n_images']} images  accuracy {metrics['accuracy']:.4f}  "
+        f"top-3 {metrics['top3_accuracy']:.4f}  macro-F1 {metrics['macro_f1']:.4f}  "
+        f"log loss {metrics['log_loss']:.4f}  ECE {metrics['ece']:.4f}"
+    )
+    print(f"{'class':<12} {'precision':>9} {'recall':>7} {'f1':>6} {'support':>7}")
+    for name, row in metrics["per_class"].items():
+        print(
+            f"{name:<12} {row['precision']:>9.3f} {row['recall']:>7.3f} {row['f1']:>6.3f} {row['support']:>7}"
+        )
+
+
+def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.evaluation import evaluate_classifier
+    from clothclf.predict import load_classifier
+    from clothclf.runs import write_csv, write_json
+
+    classifier = load_classifier(args.model, backend=args.backend)
+    split, root, name = _evaluation_split(args.data, args.split, classifier.class_names)
+    metrics, rows = evaluate_classifier(classifier, split, root)
+    metrics.update(
+        {"split": name, "data": str(args.data), "backend": classifier.backend, "tta": classifier.tta}
+    )
+    if not args.no_save:
+        write_json(classifier.model_dir / f"metrics_{name}.json", metrics)
+        write_csv(classifier.model_dir / f"predictions_{name}.csv", rows)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        _print_metrics(metrics)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.predict import load_classifier
+
+    classifier = load_classifier(args.model)
+    failed = 0
+    for path in args.files:
+        try:
+            prediction = classifier.predict(path, top_k=args.top_k)
+        except ClothclfError as exc:
+            failed += 1
+            if args.json:
+                print(json.dumps({"file": str(path), "error": str(exc)}))
+            else:
+                print(f"{path}: error: {exc}", file=sys.stderr)
+            continue
+        if args.json:
+            print(json.dumps({"file": str(path), **prediction.to_dict()}))
+        else:
+            others = ", ".join(f"{label} {p:.1%}" for label, p in prediction.top_k[1:])
+            print(f"{path}: {prediction.label} ({prediction.confidence:.1%})  [{others}]")
+    return 1 if failed else 0
+
+
+def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.export import export_run
+
+    print(export_run(args.model or paths.default_model_dir, overwrite=args.force))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.runs import list_runs
+
+    runs = list_runs(paths.runs_dir)
+    if args.json:
+        print(json.dumps([{"path": str(r.path), **r.summary} for r in runs]))
+        return 0
+    if not runs:
+        print(f"no runs in {paths.runs_dir}")
+    for run in runs:
+        s = run.summary
+        print(
+            f"{run.name:<40} {s.get('backbone', ''):<18} val acc {s.get('val_accuracy', 0):.4f}  "
+            f"{s.get('epochs', 0):>3} epochs  {s.get('seconds', 0):>7.0f} s"
+        )
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "evaluate": cmd_evaluate,
+    "predict": cmd_predict,
+    "export": cmd_export,
+    "runs": cmd_runs,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; return the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="clothclf: %(message)s", stream=sys.stderr)
+    paths = Paths.from_env()
+    handler = cmd_data_download if args.command == "data" else COMMANDS[args.command]
+    try:
+        return handler(args, paths)
+    except ClothclfError as exc:
+        print(f"clothclf: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("clothclf: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,157 @@
+"""Two-phase training on tiny synthetic data: run folder contents, progress hook, cancel, strategies."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clothclf.config import AugmentConfig, Paths, TrainConfig
+from clothclf.runs import list_runs, load_run
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(data: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data_dir=str(data),
+        weights=None,
+        image_size=32,
+        batch_size=8,
+        epochs=2,
+        fine_tune_epochs=1,
+        fine_tune_layers=10,
+        lr=1e-2,
+        augment=AugmentConfig(rotation=0.02),
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_tiny_run_folder_is_complete(tiny_run):
+    run = load_run(tiny_run)
+    assert {"model.keras", "model.tflite", "config.json", "history.csv", "run.json"} <= {
+        p.name for p in tiny_run.iterdir()
+    }
+    config = run.config()
+    assert config["train"]["image_size"] == 32 and config["seed"] == 42
+    assert len(config["dataset"]["fingerprint"]) == 32
+    assert {"tensorflow", "keras", "numpy", "clothclf"} <= set(config["versions"])
+    history = run.history()
+    assert [row["phase"] for row in history] == ["head"] * len(history)
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr"} <= set(history[0])
+    metrics = run.metrics("validation")
+    assert metrics["n_images"] == 12 and 0.0 <= metrics["accuracy"] <= 1.0
+    assert len(run.predictions("validation")) == 12
+    assert run.class_names() == ["blue", "green", "red"]
+
+
+def test_two_phase_training_with_progress(synthetic_dataset, tmp_path):
+    from clothclf.training import train
+
+    events = []
+    result = train(tiny_config(synthetic_dataset), tmp_path / "run", progress=events.append)
+    phases = [row["phase"] for row in load_run(result.run_dir).history()]
+    assert phases == ["head", "head", "fine_tune"]
+    assert result.epochs == 3
+    seen = {event.phase for event in events}
+    assert {"features", "head", "decoding", "fine_tune", "evaluating", "saving"} <= seen
+    fractions = [event.fraction for event in events]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
+    assert any(event.batch > 0 and event.batches > 0 for event in events)
+
+
+def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path):
+    from clothclf.training import train
+
+    config = tiny_config(synthetic_dataset, head_only=True)
+    train(config, tmp_path / "a")
+    cached = sorted(Path(os.environ["CLOTHCLF_CACHE_DIR"]).glob("*.npz"))
+    assert len(cached) == 2  # train and validation features
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    train(config, tmp_path / "b")
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # reused, not recomputed
+
+
+def test_custom_cnn_trains_from_scratch(synthetic_dataset, tmp_path):
+    from clothclf.training import train
+
+    result = train(tiny_config(synthetic_dataset, backbone="custom_cnn", epochs=1), tmp_path / "cnn")
+    assert [row["phase"] for row in load_run(result.run_dir).history()] == ["train"]
+
+
+def test_stop_event_cancels_and_saves_nothing(synthetic_dataset, tmp_path):
+    from clothclf.training import TrainingCancelled, train
+
+    stop = threading.Event()
+
+    def hook(event):
+        if event.phase == "head" and event.batch >= 1:
+            stop.set()
+
+    with pytest.raises(TrainingCancelled):
+        train(tiny_config(synthetic_dataset), tmp_path / "runs" / "x", progress=hook, stop=stop)
+    assert not (tmp_path / "runs" / "x").exists()
+    assert list((tmp_path / "runs").iterdir()) == []  # no partial folder left either
+    assert list_runs(tmp_path / "runs") == []
+
+
+def test_invalid_config_is_a_value_error(synthetic_dataset):
+    from clothclf.training import train
+
+    with pytest.raises(ValueError, match="image_size"):
+        train(tiny_config(synthetic_dataset, image_size=8))
+
+
+def test_mirrored_strategy_on_two_logical_cpus(synthetic_dataset, tmp_path):
+    """MirroredStrategy over two logical CPU devices trains and saves a usable run (in a fresh process)."""
+    script = f"""
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from clothclf.config import TrainConfig
+from clothclf.training import make_strategy, train
+assert make_strategy("mirrored").num_replicas_in_sync == 2
+r = train(TrainConfig(data_dir={str(synthetic_dataset)!r}, weights=None, image_size=32, batch_size=8,
+          epochs=1, fine_tune_epochs=1, fine_tune_layers=5, strategy="mirrored"), {str(tmp_path / "m")!r})
+print("EPOCHS", r.epochs)
+"""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "EPOCHS 2" in done.stdout
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert config["train"]["strategy"] == "mirrored"
+
+
+def test_train_config_round_trip():
+    config = TrainConfig(data_dir="x", augment=AugmentConfig(enabled=False), tta=True)
+    assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_paths_from_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "d"))
+    paths = Paths.from_env()
+    assert paths.data_dir == tmp_path / "d"
+    assert paths.default_dataset_dir == tmp_path / "d" / "clothing-dataset-small"
+    (tmp_path / "d" / "train").mkdir(parents=True)
+    assert Paths.from_env().default_dataset_dir == tmp_path / "d"
+
+
+@pytest.mark.slow
+def test_head_only_mobilenet_on_real_data(shared_dataset, tmp_path):
+    """A short head-only MobileNetV2 run on the real dataset (ImageNet weights) learns the classes."""
+    if not os.environ.get("KERAS_HOME"):
+        pytest.skip("KERAS_HOME must point at a Keras cache with MobileNetV2 weights (../shared/keras)")
+    from clothclf.training import train
+
+    config = TrainConfig(data_dir=str(shared_dataset), image_size=96, epochs=3, head_only=True)
+    result = train(config, tmp_path / "real")
+    assert result.val_accuracy >= 0.70
+    assert np.isfinite(result.seconds)
