@@ -93,7 +93,7 @@ def models_table(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
                 "test accuracy": _metric(test, "accuracy"),
                 "test macro-F1": _metric(test, "macro_f1"),
                 "minutes": round(entry.summary["seconds"] / 60, 1) if "seconds" in entry.summary else None,
-                "created": entry.summary.get("created"),
+                "created": entry.summary.get("created", "")[:16].replace("T", " ") or None,
                 "path": str(entry.path),
             }
         )

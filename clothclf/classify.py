@@ -7,9 +7,12 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from PIL import Image
+
 from clothclf.config import Limits
 from clothclf.errors import ClothclfError, LimitExceededError
-from clothclf.images import load_image
+from clothclf.images import DEFAULT_MAX_PIXELS, load_image
 from clothclf.predict import Classifier, Prediction
 
 MB = 1024 * 1024
@@ -66,6 +69,13 @@ def classify_uploads(
         else:
             results.append(classify_upload(classifier, name, data, limits, top_k))
     return results
+
+
+def preview(data: bytes, max_side: int = 480, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The photo as an upright RGB array no larger than ``max_side`` on either side, for display."""
+    image = Image.fromarray(load_image(data, None, max_pixels))
+    image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
+    return np.asarray(image)
 
 
 def low_confidence(prediction: Prediction, threshold: float) -> bool:

@@ -25,10 +25,11 @@ def _layout(fig: go.Figure, height: int, **kwargs) -> go.Figure:
     return fig
 
 
-def probability_bars(
-    probabilities: Mapping[str, float], top_k: int = 3, height: int | None = None
-) -> go.Figure:
-    """Horizontal bars of every class's probability, most likely on top, the top ``top_k`` highlighted."""
+def probability_bars(probabilities: Mapping[str, float], top_k: int = 3, compact: bool = False) -> go.Figure:
+    """Horizontal bars of every class's probability, most likely on top, the top ``top_k`` highlighted.
+
+    ``compact`` draws a small version without the probability axis (for cards in a grid).
+    """
     items = sorted(probabilities.items(), key=lambda kv: kv[1])
     labels = [label for label, _ in items]
     values = [p for _, p in items]
@@ -46,8 +47,10 @@ def probability_bars(
             hovertemplate="%{y}: %{x:.1%}<extra></extra>",
         )
     )
-    fig.update_xaxes(range=[0, 1.08], tickformat=".0%", showgrid=True)
-    return _layout(fig, height or 60 + 26 * n, margin=dict(l=10, r=30, t=10, b=10), showlegend=False)
+    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", showgrid=not compact, visible=not compact)
+    height = 20 + 22 * n if compact else 60 + 26 * n
+    margin = dict(l=10, r=10, t=5, b=5) if compact else dict(l=10, r=10, t=10, b=10)
+    return _layout(fig, height, margin=margin, showlegend=False)
 
 
 def _column(rows: Sequence[Mapping[str, object]], key: str) -> list[float | None]:
@@ -99,7 +102,7 @@ def training_curves(history: Sequence[Mapping[str, object]]) -> go.Figure:
             annotation_position="top right",
         )
     fig.update_xaxes(title_text="epoch", dtick=1 if len(history) <= 20 else None)
-    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
     return _layout(fig, 340, legend=dict(orientation="h", y=-0.25))
 
 
@@ -112,7 +115,7 @@ def learning_rate_curve(history: Sequence[Mapping[str, object]]) -> go.Figure:
     )
     for x, _ in _phase_changes(history):
         fig.add_vline(x=x, line_dash="dash", line_color="grey")
-    fig.update_xaxes(title_text="epoch")
+    fig.update_xaxes(title_text="epoch", dtick=1 if len(history) <= 20 else None)
     fig.update_yaxes(title_text="learning rate", type="log", exponentformat="e")
     return _layout(fig, 260, title="Learning rate")
 
@@ -162,7 +165,8 @@ def confusion_heatmap(
     )
     fig.update_xaxes(title_text="predicted", side="bottom", tickangle=-45)
     fig.update_yaxes(title_text="true", autorange="reversed")
-    return _layout(fig, 140 + 38 * len(names), clickmode="event+select", dragmode=False)
+    size = 180 + 44 * len(names)
+    return _layout(fig, size, width=size + 40, clickmode="event+select", dragmode=False)
 
 
 def reliability_diagram(table: Sequence[Mapping[str, float]]) -> go.Figure:
@@ -270,5 +274,5 @@ def compare_curves(
                     col=col,
                 )
     fig.update_xaxes(title_text="epoch")
-    fig.update_yaxes(tickformat=".0%", row=1, col=2)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
     return _layout(fig, 360, legend=dict(orientation="h", y=-0.25))

@@ -1,0 +1,137 @@
+"""Streamlit helpers shared by the pages: the session's model, cached loaders, pickers and photo cards.
+
+Not a page itself (``streamlit_app.py`` lists the pages). Only UI code lives here; every computation
+is a function in :mod:`clothclf`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from clothclf import plots
+from clothclf.catalog import ModelEntry, find_model, image_path, page_count, page_of, parse_top3
+from clothclf.classify import display_name
+from clothclf.config import Paths
+from clothclf.predict import Classifier, load_classifier
+from clothclf.runs import read_csv, read_json
+
+#: ``st.session_state[MODEL_KEY]``: the folder (str) of the model this session classifies with.
+MODEL_KEY = "model_dir"
+CHART_CONFIG = {"displayModeBar": False}
+
+
+def session_model_dir() -> str:
+    """The session's model folder, the shipped default model until the user picks another."""
+    if MODEL_KEY not in st.session_state:
+        st.session_state[MODEL_KEY] = str(Paths.from_env().default_model_dir)
+    return st.session_state[MODEL_KEY]
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _load_classifier(model_dir: str, stamp: float) -> Classifier:
+    return load_classifier(model_dir)
+
+
+def cached_classifier(model_dir: str) -> Classifier:
+    """The classifier in ``model_dir``, loaded once per process (reloaded if the folder changes)."""
+    return _load_classifier(model_dir, _mtime(Path(model_dir) / "class_names.json"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _read(path: str, stamp: float) -> Any:
+    return read_json(path) if path.endswith(".json") else read_csv(path)
+
+
+def read_artifact(run_dir: str | Path, name: str) -> Any | None:
+    """A run's JSON or CSV file (``metrics_test.json``, ``history.csv``…), cached; None if absent."""
+    path = Path(run_dir) / name
+    return _read(str(path), path.stat().st_mtime) if path.is_file() else None
+
+
+def show_error(exc: Exception) -> None:
+    """A library error as a plain message (never a traceback)."""
+    st.error(str(exc), icon=":material/error:")
+
+
+def model_picker(entries: Sequence[ModelEntry], key: str) -> ModelEntry | None:
+    """A select box of ``entries`` that starts at the session's model; None (with a note) if empty."""
+    if not entries:
+        st.info(
+            "There is no trained model yet. Train one with `clothclf train` or on the Fine-tune page.",
+            icon=":material/info:",
+        )
+        return None
+    by_path = {str(e.path): e for e in entries}
+    current = find_model(entries, session_model_dir())
+    options = list(by_path)
+    choice = st.selectbox(
+        "Model",
+        options,
+        index=options.index(str(current.path)) if current else 0,
+        format_func=lambda path: by_path[path].label,
+        key=key,
+    )
+    return by_path[choice]
+
+
+def split_picker(splits: Sequence[str], key: str) -> str:
+    """Validation or test (only the splits that were evaluated)."""
+    return st.radio(
+        "Images",
+        list(splits),
+        format_func=lambda s: f"{s.capitalize()} set",
+        horizontal=True,
+        key=key,
+        help="The test set is shown once the model has been evaluated on it (`clothclf evaluate`).",
+    )
+
+
+def paginate(items: Sequence[Any], per_page: int, key: str) -> list[Any]:
+    """The items of the page chosen with a page number input, with a "showing a–b of n" caption."""
+    pages = page_count(len(items), per_page)
+    page = 1
+    if pages > 1:
+        page = int(st.number_input(f"Page (of {pages})", 1, pages, 1, key=f"{key}-{len(items)}", width=160))
+    start = (page - 1) * per_page
+    st.caption(f"Showing {start + 1}–{min(start + per_page, len(items))} of {len(items)}")
+    return page_of(items, page, per_page)
+
+
+def prediction_card(row: dict[str, str], root: Path | None, *, top3: bool) -> None:
+    """One saved prediction: its photo (if the dataset is on disk), labels, confidence, top-3 bars."""
+    photo = None
+    if root is not None:
+        try:
+            photo = image_path(root, row["file"])
+        except ValueError:
+            photo = None
+    if photo is not None and photo.is_file():
+        st.image(str(photo), width="stretch")
+    else:
+        st.caption(f"Photo not found: `{row['file']}`")
+    st.markdown(
+        f"Predicted **{display_name(row['predicted'])}** · {float(row['confidence']):.0%}  \n"
+        f"True class: {display_name(row['true'])}"
+    )
+    if top3:
+        st.plotly_chart(
+            plots.probability_bars(dict(parse_top3(row)), top_k=1, compact=True),
+            config=CHART_CONFIG,
+            key=f"top3-{row['file']}",
+        )
+
+
+def photo_grid(rows: Sequence[dict[str, str]], root: Path | None, *, columns: int, top3: bool) -> None:
+    """Prediction cards in a grid, ``columns`` per row."""
+    for start in range(0, len(rows), columns):
+        for column, row in zip(st.columns(columns, gap="medium"), rows[start : start + columns]):
+            with column:
+                prediction_card(row, root, top3=top3)

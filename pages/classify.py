@@ -1,0 +1,147 @@
+"""Classify: upload photos (or take one, or try an example) and see what the model thinks they are."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from clothclf import plots
+from clothclf.catalog import dataset_root_for, describe_model, example_photos
+from clothclf.classify import (
+    UPLOAD_TYPES,
+    UploadResult,
+    classify_uploads,
+    display_name,
+    low_confidence,
+    preview,
+    results_csv,
+    results_table,
+)
+from clothclf.config import Limits
+from pages._shared import CHART_CONFIG, cached_classifier, session_model_dir, show_error
+
+LIMITS = Limits()
+TOP_K = 3
+EXAMPLE_KEY = "classify_example"
+
+
+@st.cache_data(show_spinner="Classifying…", max_entries=16)
+def classify(model_dir: str, uploads: tuple[tuple[str, bytes], ...]) -> list[UploadResult]:
+    return classify_uploads(cached_classifier(model_dir), uploads, LIMITS, TOP_K)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def thumbnail(data: bytes, max_side: int):
+    return preview(data, max_side, LIMITS.max_pixels)
+
+
+def show_one(result: UploadResult, data: bytes, threshold: float, n_classes: int) -> None:
+    if not result.ok:
+        st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
+        return
+    photo, answer = st.columns([2, 3], gap="large")
+    photo.image(thumbnail(data, 640), caption=result.name, width="stretch")
+    with answer:
+        prediction = result.prediction
+        st.caption("This looks like")
+        st.header(display_name(prediction.label), anchor=False)
+        st.metric("Confidence", f"{prediction.confidence:.0%}")
+        if low_confidence(prediction, threshold):
+            st.warning(f"Not sure — this may not be one of the {n_classes} classes.", icon=":material/help:")
+        st.plotly_chart(
+            plots.probability_bars(prediction.probabilities, TOP_K), config=CHART_CONFIG, key="probabilities"
+        )
+
+
+def show_many(results: list[UploadResult], uploads: list[tuple[str, bytes]], threshold: float) -> None:
+    failed = [r for r in results if not r.ok]
+    for result in failed:
+        st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
+    ok = [(r, data) for r, (_, data) in zip(results, uploads) if r.ok]
+    st.subheader(f"{len(ok)} photos classified", anchor=False)
+    per_row = 5
+    for start in range(0, len(ok), per_row):
+        for column, (result, data) in zip(st.columns(per_row), ok[start : start + per_row]):
+            prediction = result.prediction
+            unsure = " · not sure" if low_confidence(prediction, threshold) else ""
+            column.image(thumbnail(data, 320), width="stretch")
+            column.markdown(f"**{display_name(prediction.label)}** · {prediction.confidence:.0%}{unsure}")
+            column.caption(result.name)
+    st.subheader("All results", anchor=False)
+    st.dataframe(
+        results_table(results),
+        hide_index=True,
+        column_config={
+            "confidence": st.column_config.ProgressColumn(
+                "confidence", format="percent", min_value=0, max_value=1
+            ),
+            "top_k": st.column_config.TextColumn(f"top {TOP_K}"),
+        },
+    )
+    st.download_button(
+        "Download results (CSV)",
+        results_csv(results),
+        file_name="clothclf-predictions.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        on_click="ignore",
+    )
+
+
+st.title("Classify clothing photos")
+model_dir = session_model_dir()
+try:
+    classifier = cached_classifier(model_dir)
+except ValueError as exc:
+    show_error(exc)
+    st.stop()
+classes = ", ".join(display_name(c) for c in classifier.class_names)
+st.caption(f"Upload photos of clothes and the model names what each one shows: {classes}.")
+
+upload_col, options_col = st.columns([3, 2], gap="large")
+with upload_col:
+    files = st.file_uploader(
+        "Photos",
+        type=list(UPLOAD_TYPES),
+        accept_multiple_files=True,
+        max_upload_size=LIMITS.max_upload_mb,
+        help=f"Up to {LIMITS.max_files_per_batch} photos at once, {LIMITS.max_upload_mb} MB each.",
+    )
+with options_col:
+    threshold = st.slider(
+        "Warn below this confidence",
+        0.0,
+        1.0,
+        0.5,
+        0.05,
+        format="%.2f",
+        help="A photo of something else (a cat, a chair) still gets a class, usually with low confidence.",
+    )
+    use_camera = st.toggle("Take a photo with the camera")
+    shot = st.camera_input("Camera", label_visibility="collapsed") if use_camera else None
+
+uploads = [(f.name, f.getvalue()) for f in files or []]
+if shot is not None:
+    uploads.append(("camera photo", shot.getvalue()))
+
+if not uploads:
+    entry = describe_model(model_dir)
+    examples = example_photos(dataset_root_for(entry.run if entry else None), limit=5)
+    if examples:
+        st.markdown("**No photo at hand? Try an example from the test set:**")
+        for i, (column, path) in enumerate(zip(st.columns(len(examples) + 1), examples)):
+            column.image(str(path), width="stretch")
+            if column.button("Try this", key=f"example-{i}", width="stretch"):
+                st.session_state[EXAMPLE_KEY] = str(path)
+    chosen = st.session_state.get(EXAMPLE_KEY)
+    if chosen and Path(chosen).is_file():
+        uploads = [(Path(chosen).name, Path(chosen).read_bytes())]
+
+if uploads:
+    st.divider()
+    results = classify(model_dir, tuple(uploads))
+    if len(uploads) == 1:
+        show_one(results[0], uploads[0][1], threshold, len(classifier.class_names))
+    else:
+        show_many(results, uploads, threshold)

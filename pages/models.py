@@ -1,0 +1,87 @@
+"""Models: every model the app can use, which one this session uses, and two runs compared."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from clothclf import plots
+from clothclf.catalog import ModelEntry, find_model, list_models, models_table
+from clothclf.config import Paths
+from pages._shared import CHART_CONFIG, MODEL_KEY, read_artifact, session_model_dir
+
+PERCENT = st.column_config.NumberColumn(format="percent")
+
+
+def use_model(path: str) -> None:
+    """Button callback: make ``path`` this session's model (before the sidebar is drawn again)."""
+    st.session_state[MODEL_KEY] = path
+
+
+def validation_f1(entry: ModelEntry) -> dict:
+    metrics = read_artifact(entry.path, "metrics_validation.json")
+    return metrics["per_class"] if metrics else {}
+
+
+st.title("Models")
+st.caption("The shipped default model and every complete training run. Pick the one this session uses.")
+
+entries = list_models(Paths.from_env())
+if not entries:
+    st.info(
+        "There is no trained model yet. Train one with `clothclf train` or on the Fine-tune page.",
+        icon=":material/info:",
+    )
+    st.stop()
+
+st.dataframe(
+    models_table(entries),
+    hide_index=True,
+    column_config={
+        "val accuracy": PERCENT,
+        "val macro-F1": st.column_config.NumberColumn(format="%.3f"),
+        "test accuracy": PERCENT,
+        "test macro-F1": st.column_config.NumberColumn(format="%.3f"),
+        "path": None,
+    },
+)
+
+st.subheader("Model for this session", anchor=False)
+by_path = {str(e.path): e for e in entries}
+current = find_model(entries, session_model_dir())
+pick_col, button_col = st.columns([3, 1], vertical_alignment="bottom")
+choice = pick_col.selectbox(
+    "Classify with",
+    list(by_path),
+    index=list(by_path).index(str(current.path)) if current else 0,
+    format_func=lambda path: by_path[path].label,
+    key="models_choice",
+)
+in_use = current is not None and str(current.path) == choice
+button_col.button(
+    "In use" if in_use else "Use this model",
+    type="primary",
+    disabled=in_use,
+    on_click=use_model,
+    args=(choice,),
+    width="stretch",
+)
+if in_use:
+    st.caption(f"The Classify page uses **{by_path[choice].label}**.")
+
+st.subheader("Compare two models", anchor=False)
+if len(entries) < 2:
+    st.caption("Train another model to compare it with this one.")
+    st.stop()
+a_col, b_col = st.columns(2)
+a = a_col.selectbox("First", list(by_path), 0, format_func=lambda p: by_path[p].label, key="compare_a")
+b = b_col.selectbox("Second", list(by_path), 1, format_func=lambda p: by_path[p].label, key="compare_b")
+first, second = by_path[a], by_path[b]
+names = (first.name, second.name) if first.name != second.name else ("first", "second")
+st.plotly_chart(
+    plots.compare_curves(
+        read_artifact(first.path, "history.csv") or [], read_artifact(second.path, "history.csv") or [], names
+    ),
+    config=CHART_CONFIG,
+)
+st.plotly_chart(plots.compare_f1(validation_f1(first), validation_f1(second), names), config=CHART_CONFIG)
+st.caption("Per-class F1 on each model's validation set.")

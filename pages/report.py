@@ -1,0 +1,145 @@
+"""Model report: how a model trained, how well it does per class, what it confuses, how calibrated it is."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from clothclf import plots
+from clothclf.catalog import (
+    dataset_root_for,
+    evaluated_splits,
+    list_models,
+    per_class_rows,
+    prediction_arrays,
+    select_predictions,
+)
+from clothclf.classify import display_name
+from clothclf.config import Paths
+from clothclf.evaluation import most_confused, reliability_table
+from pages._shared import (
+    CHART_CONFIG,
+    model_picker,
+    paginate,
+    photo_grid,
+    read_artifact,
+    split_picker,
+)
+
+CELL_TRUE, CELL_PREDICTED = "report_cell_true", "report_cell_predicted"
+
+
+def select_cell(chart_key: str) -> None:
+    """Chart click callback: put the clicked cell (x = predicted, y = true) into the two select boxes."""
+    points = st.session_state[chart_key].selection.points
+    if points:
+        st.session_state[CELL_TRUE] = points[0]["y"]
+        st.session_state[CELL_PREDICTED] = points[0]["x"]
+
+
+def metric_cards(metrics: dict) -> None:
+    headline = (
+        ("Accuracy", f"{metrics['accuracy']:.1%}", "Share of images whose top class is right."),
+        ("Macro-F1", f"{metrics['macro_f1']:.3f}", "F1 averaged over classes, each class counting equally."),
+        (
+            "Top-3 accuracy",
+            f"{metrics['top3_accuracy']:.1%}",
+            "Share of images whose class is among the top 3.",
+        ),
+        ("Log loss", f"{metrics['log_loss']:.3f}", "Cross-entropy of the probabilities; lower is better."),
+        ("ECE", f"{metrics['ece']:.3f}", "Expected calibration error: gap between confidence and accuracy."),
+    )
+    for column, (label, value, help_text) in zip(st.columns(len(headline)), headline):
+        column.metric(label, value, help=help_text, border=True)
+    scores = (("MAE", "mae"), ("MSE", "mse"), ("RMSE", "rmse"), ("R²", "r2"))
+    columns = st.columns(len(headline))
+    for column, (label, key) in zip(columns, scores):
+        column.metric(label, f"{metrics[key]:.3f}")
+    columns[-1].caption("Probabilities scored against one-hot labels, as regression errors.")
+
+
+st.title("Model report")
+st.caption("How a model trained and how well it does on photos it never saw during training.")
+
+entry = model_picker(list_models(Paths.from_env()), key="report_model")
+run = entry.run if entry else None
+if entry is not None and run is None:
+    st.info("This model folder has no saved training run or evaluation to report on.", icon=":material/info:")
+if run is None:
+    st.stop()
+splits = evaluated_splits(run)
+if not splits:
+    st.info("This run has no saved evaluation.", icon=":material/info:")
+    st.stop()
+split = split_picker(splits, key="report_split")
+metrics = read_artifact(run.path, f"metrics_{split}.json")
+rows = read_artifact(run.path, f"predictions_{split}.csv")
+class_names = metrics["class_names"]
+
+st.caption(f"{metrics['n_images']} images of {len(class_names)} classes in the {split} set.")
+metric_cards(metrics)
+
+training, per_class, confusion, calibration = st.tabs(
+    ["Training", "Per class", "Confusion matrix", "Calibration"]
+)
+
+with training:
+    history = read_artifact(run.path, "history.csv") or []
+    if history:
+        st.plotly_chart(plots.training_curves(history), config=CHART_CONFIG)
+        st.plotly_chart(plots.learning_rate_curve(history), config=CHART_CONFIG)
+        st.caption("The dashed line marks where the backbone was unfrozen for fine-tuning.")
+    else:
+        st.info("This run saved no training history.", icon=":material/info:")
+
+with per_class:
+    st.plotly_chart(plots.per_class_bars(metrics["per_class"]), config=CHART_CONFIG)
+    st.dataframe(
+        per_class_rows(metrics),
+        hide_index=True,
+        column_config={
+            key: st.column_config.NumberColumn(key if key != "f1" else "F1", format="%.3f")
+            for key in ("precision", "recall", "f1")
+        },
+    )
+
+with confusion:
+    normalize = st.toggle("Show shares of each true class", help="Each row divided by its number of images.")
+    st.plotly_chart(
+        plots.confusion_heatmap(metrics["confusion_matrix"], class_names, normalize),
+        config=CHART_CONFIG,
+        key="report_confusion",
+        on_select=lambda: select_cell("report_confusion"),
+        width="content",
+        selection_mode="points",
+    )
+    st.caption("Rows are the true class, columns the predicted one. Click a cell to see its photos.")
+    if (
+        st.session_state.get(CELL_TRUE) not in class_names
+        or st.session_state.get(CELL_PREDICTED) not in class_names
+    ):
+        pairs = most_confused(np.asarray(metrics["confusion_matrix"]), class_names)
+        st.session_state[CELL_TRUE], st.session_state[CELL_PREDICTED] = (
+            pairs[0][:2] if pairs else (class_names[0], class_names[0])
+        )
+    true_col, predicted_col = st.columns(2)
+    true = true_col.selectbox("True class", class_names, key=CELL_TRUE, format_func=display_name)
+    predicted = predicted_col.selectbox(
+        "Predicted class", class_names, key=CELL_PREDICTED, format_func=display_name
+    )
+    cell = select_predictions(rows, true=true, predicted=predicted)
+    root = dataset_root_for(run)
+    if not cell:
+        st.caption("No images in this cell.")
+    elif root is None:
+        st.info("The dataset is not on this computer, so the photos cannot be shown.", icon=":material/info:")
+    else:
+        photo_grid(paginate(cell, 12, key="report_cell_page"), root, columns=6, top3=False)
+
+with calibration:
+    y_true, probs = prediction_arrays(rows, class_names)
+    st.plotly_chart(plots.reliability_diagram(reliability_table(y_true, probs)), config=CHART_CONFIG)
+    st.caption(
+        "Each bar is the accuracy of the images whose confidence falls in that range. Bars below the "
+        f"diagonal mean the model is over-confident there. ECE = {metrics['ece']:.3f}."
+    )

@@ -1,0 +1,230 @@
+"""The Streamlit app run headless with ``streamlit.testing.v1.AppTest`` on the tiny fixture model."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from clothclf.datasets import create_dataset
+from clothclf.evaluation import evaluate_classifier
+from clothclf.predict import load_classifier
+from clothclf.runs import read_csv, read_json, write_csv, write_json
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+APP = PROJECT_ROOT / "streamlit_app.py"
+PAGES = ("pages/classify.py", "pages/report.py", "pages/mistakes.py", "pages/models.py", "pages/fine_tune.py")
+TIMEOUT = 120
+
+
+def add_test_split(run_dir: Path) -> Path:
+    """Evaluate the run on its dataset's test split and save metrics and predictions, as ``clothclf
+    evaluate`` does, so the app has a test split to show."""
+    dataset = create_dataset(read_json(run_dir / "config.json")["dataset"]["root"])
+    metrics, rows = evaluate_classifier(
+        load_classifier(run_dir, backend="litert"), dataset.test, dataset.root
+    )
+    write_json(run_dir / "metrics_test.json", metrics)
+    write_csv(run_dir / "predictions_test.csv", rows)
+    return run_dir
+
+
+def png(color: tuple[int, int, int], size: tuple[int, int] = (48, 40)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def evaluated_model(tiny_run, tmp_path_factory) -> Path:
+    """A copy of the tiny run with validation and test evaluations."""
+    return add_test_split(Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("model") / "tiny")))
+
+
+@pytest.fixture
+def app(evaluated_model, tmp_path, monkeypatch) -> AppTest:
+    """The app with the evaluated tiny model as default and one more run to pick and compare."""
+    runs = tmp_path / "runs"
+    second = shutil.copytree(evaluated_model, runs / "second")
+    summary = read_json(second / "run.json")
+    write_json(second / "run.json", {**summary, "name": "second"})
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(evaluated_model))
+    monkeypatch.setenv("CLOTHCLF_RUNS_DIR", str(runs))
+    return AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+
+
+def assert_no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def test_every_page_renders(app):
+    assert_no_exception(app)
+    assert [t.value for t in app.title] == ["Classify clothing photos"]
+    for page in PAGES:
+        app.switch_page(page).run()
+        assert_no_exception(app)
+        assert not app.error, [e.value for e in app.error]
+        assert app.title, page
+
+
+def test_sidebar_shows_the_session_model(app):
+    assert "tiny (default)" in [m.value.strip("*") for m in app.sidebar.markdown]
+    assert app.session_state["model_dir"] == os.environ["CLOTHCLF_MODEL_DIR"]
+
+
+def test_classify_one_upload_shows_label_percentage_and_chart(app, evaluated_model):
+    app.file_uploader[0].set_value(("blue.png", png((0, 0, 230)), "image/png")).run()
+    assert_no_exception(app)
+    [label] = [h.value for h in app.header]
+    assert label.lower() in read_json(evaluated_model / "class_names.json")
+    [confidence] = app.metric
+    assert confidence.label == "Confidence" and confidence.value.endswith("%")
+    assert 0 < int(confidence.value.rstrip("%")) <= 100
+    assert len(app.get("plotly_chart")) == 1
+
+
+def test_low_confidence_warning_follows_the_threshold(app):
+    app.file_uploader[0].set_value(("x.png", png((90, 90, 90)), "image/png")).run()
+    confidence = int(app.metric[0].value.rstrip("%")) / 100
+    app.slider[0].set_value(0.0).run()
+    assert not app.warning
+    app.slider[0].set_value(1.0).run()
+    assert "Not sure" in app.warning[0].value and confidence < 1.0
+
+
+def test_classify_many_uploads_with_a_bad_file(app):
+    files = [
+        ("a.png", png((200, 0, 0)), "image/png"),
+        ("broken.png", b"not an image", "image/png"),
+        ("b.png", png((0, 200, 0)), "image/png"),
+    ]
+    app.file_uploader[0].set_value(files).run()
+    assert_no_exception(app)
+    [error] = app.error
+    assert "broken.png" in error.value and "not an image" in error.value
+    table = app.dataframe[0].value
+    assert list(table["file"]) == ["a.png", "broken.png", "b.png"]
+    assert table["label"].notna().tolist() == [True, False, True]
+    assert len(app.get("download_button")) == 1
+    assert len(app.get("image")) == 2  # thumbnails of the two good photos
+
+
+def test_try_an_example_classifies_a_dataset_photo(app):
+    assert not app.metric
+    app.button(key="example-0").click().run()
+    assert_no_exception(app)
+    assert app.metric[0].value.endswith("%")
+
+
+def test_missing_model_is_a_plain_error(app, tmp_path):
+    app.session_state["model_dir"] = str(tmp_path / "nowhere")
+    app.run()
+    assert_no_exception(app)
+    assert "not a clothclf model folder" in app.error[0].value
+
+
+def test_models_page_switches_the_session_model(app):
+    app.switch_page("pages/models.py").run()
+    second = str(Path(os.environ["CLOTHCLF_RUNS_DIR"]) / "second")
+    assert len(app.dataframe[0].value) == 2
+    assert len(app.get("plotly_chart")) == 2  # the comparison charts
+    app.selectbox(key="models_choice").set_value(second).run()
+    app.button[0].click().run()
+    assert_no_exception(app)
+    assert app.session_state["model_dir"] == second
+    assert app.button[0].label == "In use" and app.button[0].disabled
+    assert any("uses **second**" in c.value for c in app.caption)
+
+
+def saved_predictions(split: str) -> list[dict[str, str]]:
+    return read_csv(Path(os.environ["CLOTHCLF_MODEL_DIR"]) / f"predictions_{split}.csv")
+
+
+def test_report_test_split_and_confusion_cell(app):
+    app.switch_page("pages/report.py").run()
+    app.radio(key="report_split").set_value("test").run()
+    assert_no_exception(app)
+    assert any("in the test set" in c.value for c in app.caption)
+    assert {m.label for m in app.metric} >= {
+        "Accuracy",
+        "Macro-F1",
+        "Top-3 accuracy",
+        "Log loss",
+        "ECE",
+        "R²",
+    }
+    cells = Counter((row["true"], row["predicted"]) for row in saved_predictions("test"))
+    (true, predicted), count = cells.most_common(1)[0]
+    app.selectbox(key="report_cell_true").set_value(true).run()
+    app.selectbox(key="report_cell_predicted").set_value(predicted).run()
+    assert_no_exception(app)
+    assert len(app.get("image")) == min(count, 12)
+
+
+def test_mistakes_page_lists_the_wrong_predictions(app):
+    app.switch_page("pages/mistakes.py").run()
+    assert_no_exception(app)
+    rows = saved_predictions("validation")
+    wrong = [row for row in rows if row["true"] != row["predicted"]]
+    assert app.subheader[0].value == f"{len(wrong)} of {len(wrong)} mistakes"
+    assert len(app.get("image")) == min(len(wrong), 12)
+    app.slider(key="mistakes_confidence").set_value(1.0).run()
+    assert app.subheader[0].value == f"0 of {len(wrong)} mistakes"
+
+
+def test_mistakes_without_the_dataset_offers_the_download(app, evaluated_model, tmp_path, monkeypatch):
+    moved = shutil.copytree(evaluated_model, tmp_path / "moved")
+    config = read_json(moved / "config.json")
+    dataset = Path(config["dataset"]["root"])
+    write_json(
+        moved / "config.json", {**config, "dataset": {**config["dataset"], "root": str(tmp_path / "gone")}}
+    )
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(moved))
+    data_dir = Path(os.environ["CLOTHCLF_DATA_DIR"])
+    calls = []
+
+    def fake_download(dest=None, *, progress=None, **kwargs):
+        calls.append(dest)
+        progress(0, 100)
+        progress(100, 100)
+        return Path(shutil.copytree(dataset, data_dir / "clothing-dataset-small"))
+
+    monkeypatch.setattr("clothclf.download.download_dataset", fake_download)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/mistakes.py").run()
+    assert "not on this computer" in at.info[0].value
+    assert not at.get("image")
+    at.button[0].click().run()
+    assert_no_exception(at)
+    assert calls == [None]
+    assert at.get("image"), "the photos show once the dataset is downloaded"
+    assert not at.info
+
+
+def test_classify_page_does_not_import_tensorflow(evaluated_model):
+    """The landing page stays light: a LiteRT model, no TensorFlow or Keras, even after classifying."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from streamlit.testing.v1 import AppTest
+        at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT}).run()
+        at.file_uploader[0].set_value(("x.png", {png((10, 20, 200))!r}, "image/png")).run()
+        assert not at.exception and at.metric, "the page did not classify"
+        print(sorted(m for m in ("tensorflow", "keras") if m in sys.modules))
+        """
+    )
+    env = {**os.environ, "CLOTHCLF_MODEL_DIR": str(evaluated_model)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
