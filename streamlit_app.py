@@ -39,5 +39,6 @@ with st.sidebar:
         if "val_accuracy" in model.summary:
             facts.append(f"{model.summary['val_accuracy']:.1%} validation accuracy")
         st.caption(" · ".join(f for f in facts if f))
+    st.page_link("pages/models.py", label="Change model", icon=":material/swap_horiz:")
 
 navigation.run()

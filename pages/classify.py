@@ -95,6 +95,7 @@ try:
     classifier = cached_classifier(model_dir)
 except ValueError as exc:
     show_error(exc)
+    st.page_link("pages/models.py", label="Pick another model", icon=":material/swap_horiz:")
     st.stop()
 classes = ", ".join(display_name(c) for c in classifier.class_names)
 st.caption(f"Upload photos of clothes and the model names what each one shows: {classes}.")

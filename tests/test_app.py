@@ -132,6 +132,21 @@ def test_missing_model_is_a_plain_error(app, tmp_path):
     assert "not a clothclf model folder" in app.error[0].value
 
 
+def test_paginate_shows_the_chosen_page():
+    def script():
+        import streamlit as st
+
+        from pages._shared import paginate
+
+        st.text(repr(paginate(list(range(30)), 12, key="page")))
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert at.text[0].value == repr(list(range(12)))
+    at.number_input[0].set_value(3).run()
+    assert at.text[0].value == repr(list(range(24, 30)))
+    assert at.caption[0].value == "Showing 25–30 of 30"
+
+
 def test_models_page_switches_the_session_model(app):
     app.switch_page("pages/models.py").run()
     second = str(Path(os.environ["CLOTHCLF_RUNS_DIR"]) / "second")

@@ -1,0 +1,226 @@
+"""The real app in headless Chromium: ``streamlit run`` as a subprocess, driven with Playwright.
+
+As a test (``pytest -m browser tests/test_browser.py``) it uses the tiny fixture model. As a script
+it writes the README screenshots with whatever model and dataset the environment points at
+(by default the shipped model and the downloaded dataset)::
+
+    python tests/test_browser.py docs/screenshots
+
+Chromium comes from the system (``/usr/bin/chromium``, or ``CHROMIUM`` in the environment); nothing
+is downloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PAGES = {"": "Classify clothing photos", "report": "Model report", "mistakes": "Mistakes", "models": "Models"}
+EXCEPTION = '[data-testid="stException"]'
+TIMEOUT_MS = 90_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def streamlit_server(env: dict[str, str], timeout: float = 90) -> Iterator[str]:
+    """Run ``streamlit run streamlit_app.py`` on a free local port; yield its URL; stop it after."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
+        "--server.port", str(port),
+        "--server.address", "127.0.0.1",
+        "--server.headless", "true",
+        "--server.fileWatcherType", "none",
+        "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    server = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                raise RuntimeError(f"streamlit exited early:\n{server.stdout.read()}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.read() == b"ok":
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"streamlit did not answer on {url} within {timeout} s") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+
+
+def settle(page) -> None:
+    """Wait until the script run triggered by the last action has finished rendering."""
+    page.wait_for_timeout(500)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="hidden", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(700)
+
+
+def open_page(page, url: str, path: str) -> None:
+    page.goto(f"{url}/{path}")
+    page.wait_for_selector("h1", timeout=TIMEOUT_MS)
+    settle(page)
+
+
+def photo_png() -> bytes:
+    """A synthesized photo-like image (a noisy dark blob on a light background)."""
+    rng = np.random.default_rng(0)
+    pixels = np.full((300, 240, 3), 235, np.uint8)
+    pixels[60:260, 50:190] = rng.integers(20, 90, (200, 140, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def upload(page, name: str, data: bytes) -> None:
+    page.locator('input[type="file"]').first.set_input_files(
+        files=[{"name": name, "mimeType": "image/png", "buffer": data}]
+    )
+    page.get_by_text("This looks like").wait_for(timeout=TIMEOUT_MS)
+    settle(page)
+
+
+def screenshot(page, path: Path, width: int = 1400) -> None:
+    """The whole main area: the window is made as tall as the content first."""
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
+    page.set_viewport_size({"width": width, "height": min(max(height, 800), 4000)})
+    page.wait_for_timeout(1000)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(path))
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_run, tmp_path_factory) -> Iterator[str]:
+    from test_app import add_test_split
+
+    model = add_test_split(Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("browser") / "tiny")))
+    base = tmp_path_factory.mktemp("browser-env")
+    env = {
+        **os.environ,
+        "CLOTHCLF_MODEL_DIR": str(model),
+        "CLOTHCLF_RUNS_DIR": str(base / "runs"),
+        "CLOTHCLF_DATA_DIR": str(base / "data"),
+        "CLOTHCLF_CACHE_DIR": str(base / "cache"),
+    }
+    with streamlit_server(env) as url:
+        yield url
+
+
+@pytest.fixture
+def page(app_url):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        browser.close()
+
+
+@pytest.mark.browser
+def test_upload_a_photo_and_see_the_label_and_confidence(page, app_url, tiny_run):
+    open_page(page, app_url, "")
+    upload(page, "photo.png", photo_png())
+    main = page.locator('[data-testid="stMain"]')
+    label = main.locator("h2").first.inner_text().strip().lower()
+    assert label in (tiny_run / "class_names.json").read_text()
+    assert re.fullmatch(r"\d{1,3}%", page.locator('[data-testid="stMetricValue"]').first.inner_text().strip())
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
+    assert page.locator(EXCEPTION).count() == 0
+
+
+@pytest.mark.browser
+def test_every_page_opens_without_an_exception(page, app_url):
+    for path, title in PAGES.items():
+        open_page(page, app_url, path)
+        assert page.locator("h1").first.inner_text().strip() == title
+        assert page.locator(EXCEPTION).count() == 0, path
+    open_page(page, app_url, "fine_tune")
+    assert page.locator(EXCEPTION).count() == 0
+
+
+@pytest.mark.browser
+def test_clicking_a_confusion_matrix_cell_selects_it(page, app_url, tiny_run):
+    first_class = json.loads((tiny_run / "class_names.json").read_text())[0]
+    open_page(page, app_url, "report")
+    page.get_by_role("tab", name="Confusion matrix").click()
+    settle(page)
+    drag_areas = page.locator(".nsewdrag")
+    grid = next(box for box in (drag_areas.nth(i).bounding_box() for i in range(drag_areas.count())) if box)
+    page.mouse.click(grid["x"] + grid["width"] * 0.1, grid["y"] + grid["height"] * 0.1)  # top-left cell
+    settle(page)
+    chosen = [
+        page.get_by_role("combobox", name=name).input_value() for name in ("True class", "Predicted class")
+    ]
+    assert [c.lower() for c in chosen] == [first_class, first_class]
+    assert page.locator(EXCEPTION).count() == 0
+
+
+def write_screenshots(out_dir: Path) -> None:
+    """README screenshots of the Classify (an example photo, else a synthesized one) and Mistakes pages."""
+    from playwright.sync_api import sync_playwright
+
+    with streamlit_server(dict(os.environ)) as url, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        open_page(page, url, "")
+        examples = page.get_by_role("button", name="Try this")
+        if examples.count():
+            examples.nth(min(2, examples.count() - 1)).click()
+            page.get_by_text("This looks like").wait_for(timeout=TIMEOUT_MS)
+            settle(page)
+        else:
+            upload(page, "photo.png", photo_png())
+        screenshot(page, out_dir / "classify.png")
+        page.set_viewport_size({"width": 1400, "height": 1000})
+        open_page(page, url, "mistakes")
+        screenshot(page, out_dir / "mistakes.png")
+        browser.close()
+    print(f"wrote {out_dir / 'classify.png'} and {out_dir / 'mistakes.png'}")
+
+
+if __name__ == "__main__":
+    write_screenshots(Path(sys.argv[1] if len(sys.argv) > 1 else PROJECT_ROOT / "docs" / "screenshots"))
