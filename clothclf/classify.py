@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 
 from clothclf.config import Limits
-from clothclf.errors import ClothclfError, LimitExceededError
-from clothclf.images import DEFAULT_MAX_PIXELS, load_image
+from clothclf.errors import ClothclfError
+from clothclf.images import DEFAULT_MAX_PIXELS, describe, load_image
 from clothclf.predict import Classifier, Prediction
 
 MB = 1024 * 1024
@@ -50,8 +50,8 @@ def classify_upload(
     try:
         pixels = load_image(data, classifier.image_size, limits.max_pixels)
         return UploadResult(name, prediction=classifier.predict(pixels, top_k))
-    except ClothclfError as exc:
-        return UploadResult(name, error=str(exc).removeprefix("<bytes>: "))
+    except ClothclfError as exc:  # the message starts with "<bytes>: "; the name is shown beside it
+        return UploadResult(name, error=str(exc).removeprefix(f"{describe(data)}: "))
 
 
 def classify_uploads(
@@ -62,10 +62,8 @@ def classify_uploads(
     results = []
     for i, (name, data) in enumerate(uploads):
         if i >= limits.max_files_per_batch:
-            error = LimitExceededError(
-                f"not classified: at most {limits.max_files_per_batch} files per batch"
-            )
-            results.append(UploadResult(name, error=str(error)))
+            error = f"not classified: at most {limits.max_files_per_batch} files per batch"
+            results.append(UploadResult(name, error=error))
         else:
             results.append(classify_upload(classifier, name, data, limits, top_k))
     return results

@@ -14,6 +14,7 @@ from clothclf.classify import (
     classify_uploads,
     display_name,
     low_confidence,
+    preview,
     results_csv,
     results_table,
 )
@@ -91,6 +92,11 @@ def test_results_table_and_csv_hold_every_file_and_class():
 def test_results_csv_of_only_errors_has_a_header():
     text = results_csv(classify_uploads(mean_colour_classifier(), [("a", b"")], Limits()))
     assert text.splitlines()[0].startswith("file,label,confidence")
+
+
+def test_preview_keeps_the_aspect_ratio_and_never_upscales():
+    assert preview(png_bytes((1, 2, 3), (800, 400)), max_side=200).shape == (100, 200, 3)
+    assert preview(png_bytes((1, 2, 3), (30, 20)), max_side=200).shape == (20, 30, 3)
 
 
 def test_display_name():
