@@ -22,7 +22,14 @@ import tensorflow as tf
 from clothclf import __version__
 from clothclf.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
 from clothclf.config import Paths, TrainConfig
-from clothclf.datasets import Dataset, class_weights, create_dataset, dataset_fingerprint, decode_split
+from clothclf.datasets import (
+    Dataset,
+    DecodedSplit,
+    class_weights,
+    create_dataset,
+    dataset_fingerprint,
+    decode_split,
+)
 from clothclf.errors import RunError
 from clothclf.evaluation import compute_metrics, prediction_rows
 from clothclf.export import export_tflite
@@ -180,7 +187,7 @@ def train(
                 pixels = keras.Input((config.image_size, config.image_size, 3), name="pixels")
                 model = keras.Model(pixels, head(extractor(pixels)), name=f"clothclf_{config.backbone}")
 
-            decoded: dict[str, object] = {}
+            decoded: dict[str, DecodedSplit] = {}
 
             def images_of(split: str):
                 if split not in decoded:
@@ -270,20 +277,34 @@ def train(
                 raise TrainingCancelled("training was cancelled")
 
             announce("evaluating")
-            val = images_of("validation")
-            probs = predict_arrays(model, val.images, config.tta)
-            metrics = compute_metrics(val.labels, probs, dataset.class_names)
-            rows = prediction_rows(val.files, val.labels, probs, dataset.class_names, root=dataset.root)
-
-            announce("saving")
-            seconds = time.monotonic() - started
-            best = max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
-            model.save(work / "model.keras")
-            export_tflite(model, work / "model.tflite")
-            _write_run(work, config, dataset, fingerprint, history, metrics, rows, seconds, best)
+            metrics = save_run(
+                work, model, config, dataset, fingerprint, history, images_of("validation"), started
+            )
     except OSError as exc:
         raise RunError(f"could not write the run to {out_dir}: {exc}") from exc
+    best = max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
     return TrainResult(out_dir, metrics["accuracy"], best, len(history), time.monotonic() - started)
+
+
+def save_run(
+    work: Path,
+    model: keras.Model,
+    config: TrainConfig,
+    dataset: Dataset,
+    fingerprint: str,
+    history: list[dict],
+    validation: DecodedSplit,
+    started: float,
+) -> dict:
+    """Evaluate a trained model on validation and write every artifact of its run folder; return the metrics."""
+    probs = predict_arrays(model, validation.images, config.tta)
+    metrics = compute_metrics(validation.labels, probs, dataset.class_names)
+    rows = prediction_rows(validation.files, validation.labels, probs, dataset.class_names, root=dataset.root)
+    best = max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
+    model.save(work / "model.keras")
+    export_tflite(model, work / "model.tflite")
+    _write_run(work, config, dataset, fingerprint, history, metrics, rows, time.monotonic() - started, best)
+    return metrics
 
 
 def _write_run(
