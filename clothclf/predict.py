@@ -60,9 +60,15 @@ class _Interpreter:
     def __init__(self, path: Path, num_threads: int):
         from ai_edge_litert.interpreter import Interpreter
 
-        self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-        self._interpreter.allocate_tensors()
-        (inp,), (out,) = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        try:
+            self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise RunError(f"{path}: LiteRT cannot load it ({exc})") from exc
+        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise RunError(f"{path}: expected one input and one output, not {len(inputs)} and {len(outputs)}")
+        inp, out = inputs[0], outputs[0]
         shape = tuple(int(d) for d in inp["shape"])
         if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[3] != 3:
             raise RunError(f"{path}: expected an input of shape (1, size, size, 3), not {shape}")

@@ -180,6 +180,10 @@ def test_bad_model_folders(tiny_run, tmp_path):
     (model_dir / "class_names.json").write_text(json.dumps(["a", "b", "c", "d"]))
     with pytest.raises(RunError, match="3 outputs but class_names.json 4 classes"):
         load_classifier(model_dir)
+    (model_dir / "class_names.json").write_text(json.dumps(["a", "b", "c"]))
+    (model_dir / "model.tflite").write_bytes(b"not a flatbuffer" * 64)
+    with pytest.raises(RunError, match="LiteRT cannot load it"):
+        load_classifier(model_dir)
     (model_dir / "class_names.json").write_text("{not json")
     with pytest.raises(RunError, match="class_names.json"):
         load_classifier(model_dir)
