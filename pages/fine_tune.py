@@ -6,6 +6,8 @@ a crashed run cannot take the app down. One run at a time per server; every visi
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from clothclf import plots
@@ -100,38 +102,47 @@ def live_progress(job: Job) -> None:
         st.caption("Another visitor started this run; you can watch it here. One run at a time per server.")
 
 
-def metric_pair(column, label: str, new: float | None, current: float | None, percent: bool) -> None:
-    """``new`` as a metric, with its difference from ``current`` as the delta."""
+def metric_pair(
+    column, label: str, new: float | None, reference: float | None, percent: bool, reference_name: str
+) -> None:
+    """``new`` as a metric, with its difference from ``reference`` as the delta."""
     spec = "+.1%" if percent else "+.3f"
-    delta = f"{new - current:{spec}} vs current" if new is not None and current is not None else None
+    known = new is not None and reference is not None
+    delta = f"{new - reference:{spec}} vs {reference_name.lower()}" if known else None
     column.metric(label, format(new, spec.lstrip("+")) if new is not None else "—", delta=delta)
 
 
-def compare_with_current(run: RunInfo) -> None:
-    """The run's validation accuracy and macro-F1 beside those of the session's current model."""
+def compare_with_reference(run: RunInfo, paths: Paths) -> None:
+    """The run's validation accuracy and macro-F1 beside those of the session's current model
+    (or of the default model, once this run is the one in use)."""
+    in_use = Path(session_model_dir()).resolve() == run.path.resolve()
+    name = "Default model" if in_use else "Current model"
+    reference = describe_model(paths.default_model_dir if in_use else session_model_dir())
     new = run.metrics("validation") or {}
-    current_model = describe_model(session_model_dir())
-    current = (read_artifact(current_model.path, "metrics_validation.json") if current_model else None) or {}
+    theirs = (read_artifact(reference.path, "metrics_validation.json") if reference else None) or {}
     columns = st.columns(4)
-    metric_pair(columns[0], "Validation accuracy", new.get("accuracy"), current.get("accuracy"), True)
-    metric_pair(columns[1], "Validation macro-F1", new.get("macro_f1"), current.get("macro_f1"), False)
-    if current_model is None or not current:
-        st.caption("There is no current model with validation metrics to compare with.")
+    metric_pair(columns[0], "Validation accuracy", new.get("accuracy"), theirs.get("accuracy"), True, name)
+    metric_pair(columns[1], "Validation macro-F1", new.get("macro_f1"), theirs.get("macro_f1"), False, name)
+    if reference is None or not theirs:
+        st.caption(f"There is no {name.lower()} with validation metrics to compare with.")
         return
-    columns[2].metric("Current model: accuracy", f"{current['accuracy']:.1%}")
-    columns[3].metric("Current model: macro-F1", f"{current['macro_f1']:.3f}")
-    ours = (read_artifact(run.path, "config.json") or {}).get("dataset", {}).get("fingerprint")
-    theirs = (read_artifact(current_model.path, "config.json") or {}).get("dataset", {}).get("fingerprint")
-    if ours != theirs:
+    columns[2].metric(f"{name}: accuracy", f"{theirs['accuracy']:.1%}")
+    columns[3].metric(f"{name}: macro-F1", f"{theirs['macro_f1']:.3f}")
+    if fingerprint(run.path) == fingerprint(reference.path):
+        st.caption(f"Compared with **{reference.label}** on the same validation set.")
+    else:
         st.caption(
-            f"Compared with **{current_model.label}**, which was validated on other data: "
+            f"Compared with **{reference.label}**, which was validated on other data: "
             "the numbers are not directly comparable."
         )
-    else:
-        st.caption(f"Compared with **{current_model.label}** on the same validation set.")
 
 
-def show_result(job: Job, status: JobStatus) -> None:
+def fingerprint(model_dir: Path) -> str | None:
+    """The content hash of the dataset a model was trained on (None if unknown)."""
+    return (read_artifact(model_dir, "config.json") or {}).get("dataset", {}).get("fingerprint")
+
+
+def show_result(job: Job, status: JobStatus, paths: Paths) -> None:
     """How the latest job ended: its run, metrics, curves and what to do with it."""
     st.subheader("Latest training run", anchor=False)
     if status.state == "cancelled":
@@ -149,7 +160,7 @@ def show_result(job: Job, status: JobStatus) -> None:
         f"Training finished in {duration(status.elapsed)}: run **{run.name}**.",
         icon=":material/check_circle:",
     )
-    compare_with_current(run)
+    compare_with_reference(run, paths)
     st.plotly_chart(plots.training_curves(run.history()), config=CHART_CONFIG, key="result-curves")
     in_use = session_model_dir() == str(run.path)
     use_col, download_col = st.columns(2)
@@ -308,4 +319,4 @@ if job is not None and status is not None:
     if busy:
         live_progress(job)
     else:
-        show_result(job, status)
+        show_result(job, status, paths)

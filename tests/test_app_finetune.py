@@ -92,13 +92,15 @@ def test_training_from_the_page_registers_a_run_and_shows_its_metrics(
     shown = {m.label: m for m in at.metric}
     assert shown["Validation accuracy"].value == f"{metrics['accuracy']:.1%}"
     assert shown["Validation macro-F1"].value == f"{metrics['macro_f1']:.3f}"
-    assert shown["Validation accuracy"].delta == f"{metrics['accuracy'] - 0.25:+.1%} vs current"
+    assert shown["Validation accuracy"].delta == f"{metrics['accuracy'] - 0.25:+.1%} vs current model"
     assert shown["Current model: accuracy"].value == "25.0%"
     assert at.download_button[0].label == "Download the model (zip)"
 
     at.button(key="ft_use").click().run()
     assert at.session_state["model_dir"] == str(runs[0].path)
     assert at.button(key="ft_use").label == "In use"
+    # Once in use, the run is compared with the default model (here the stand-in) instead of itself.
+    assert {m.label: m.value for m in at.metric}["Default model: accuracy"] == "25.0%"
 
 
 def test_a_zip_without_class_folders_is_a_clear_error(current_model):
