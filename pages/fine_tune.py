@@ -32,8 +32,7 @@ PHASES = {
     "decoding": "Decoding images",
     "fine_tune": "Fine-tuning the top backbone layers",
     "train": "Training the whole network",
-    "evaluating": "Evaluating on the validation set",
-    "saving": "Saving and exporting the model",
+    "evaluating": "Evaluating on the validation set, then saving and exporting the model",
 }
 
 
