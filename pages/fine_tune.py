@@ -46,8 +46,8 @@ def duration(seconds: float | None) -> str:
 def backbone_label(name: str, image_size: int) -> str:
     spec = BACKBONES[name]
     if not spec.pretrained:
-        note = "trained from scratch"
-    elif weights_cached(name, image_size):
+        return spec.description
+    if weights_cached(name, image_size):
         note = "ImageNet weights available"
     else:
         note = "no ImageNet weights on this server"
