@@ -8,11 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from clothclf.config import Limits
 from clothclf.errors import ClothclfError
-from clothclf.images import DEFAULT_MAX_PIXELS, describe, load_image
+from clothclf.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
 from clothclf.predict import Classifier, Prediction
 
 MB = 1024 * 1024
@@ -74,6 +74,12 @@ def preview(data: bytes, max_side: int = 480, max_pixels: int = DEFAULT_MAX_PIXE
     image = Image.fromarray(load_image(data, None, max_pixels))
     image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
     return np.asarray(image)
+
+
+def square_thumbnail(source: ImageInput, size: int = 200, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The photo center-cropped to a square of ``size`` pixels (for tidy grids), upright RGB."""
+    image = Image.fromarray(load_image(source, None, max_pixels))
+    return np.asarray(ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR))
 
 
 def low_confidence(prediction: Prediction, threshold: float) -> bool:

@@ -47,7 +47,9 @@ def probability_bars(probabilities: Mapping[str, float], top_k: int = 3, compact
             hovertemplate="%{y}: %{x:.1%}<extra></extra>",
         )
     )
-    fig.update_xaxes(range=[0, 1.15], tickformat=".0%", showgrid=not compact, visible=not compact)
+    fig.update_xaxes(
+        range=[0, 1.4 if compact else 1.15], tickformat=".0%", showgrid=not compact, visible=not compact
+    )
     height = 20 + 22 * n if compact else 60 + 26 * n
     margin = dict(l=10, r=10, t=5, b=5) if compact else dict(l=10, r=10, t=10, b=10)
     return _layout(fig, height, margin=margin, showlegend=False)

@@ -14,7 +14,7 @@ import streamlit as st
 
 from clothclf import plots
 from clothclf.catalog import ModelEntry, find_model, image_path, page_count, page_of, parse_top3
-from clothclf.classify import display_name
+from clothclf.classify import display_name, square_thumbnail
 from clothclf.config import Paths
 from clothclf.predict import Classifier, load_classifier
 from clothclf.runs import read_csv, read_json
@@ -54,6 +54,16 @@ def read_artifact(run_dir: str | Path, name: str) -> Any | None:
     """A run's JSON or CSV file (``metrics_test.json``, ``history.csv``…), cached; None if absent."""
     path = Path(run_dir) / name
     return _read(str(path), path.stat().st_mtime) if path.is_file() else None
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _square(path: str, stamp: float, size: int):
+    return square_thumbnail(path, size)
+
+
+def photo_thumbnail(path: Path, size: int = 240):
+    """A square, cached thumbnail of the photo at ``path``."""
+    return _square(str(path), _mtime(path), size)
 
 
 def show_error(exc: Exception) -> None:
@@ -114,13 +124,11 @@ def prediction_card(row: dict[str, str], root: Path | None, *, top3: bool) -> No
         except ValueError:
             photo = None
     if photo is not None and photo.is_file():
-        st.image(str(photo), width="stretch")
+        st.image(photo_thumbnail(photo), width="stretch")
     else:
         st.caption(f"Photo not found: `{row['file']}`")
-    st.markdown(
-        f"Predicted **{display_name(row['predicted'])}** · {float(row['confidence']):.0%}  \n"
-        f"True class: {display_name(row['true'])}"
-    )
+    st.markdown(f"**{display_name(row['predicted'])}** · {float(row['confidence']):.0%}")
+    st.caption(f"true class: {display_name(row['true'])}")
     if top3:
         st.plotly_chart(
             plots.probability_bars(dict(parse_top3(row)), top_k=1, compact=True),

@@ -17,9 +17,10 @@ from clothclf.classify import (
     preview,
     results_csv,
     results_table,
+    square_thumbnail,
 )
 from clothclf.config import Limits
-from pages._shared import CHART_CONFIG, cached_classifier, session_model_dir, show_error
+from pages._shared import CHART_CONFIG, cached_classifier, photo_thumbnail, session_model_dir, show_error
 
 LIMITS = Limits()
 TOP_K = 3
@@ -32,16 +33,21 @@ def classify(model_dir: str, uploads: tuple[tuple[str, bytes], ...]) -> list[Upl
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
-def thumbnail(data: bytes, max_side: int):
-    return preview(data, max_side, LIMITS.max_pixels)
+def photo(data: bytes):
+    return preview(data, 640, LIMITS.max_pixels)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def thumbnail(data: bytes):
+    return square_thumbnail(data, 240, LIMITS.max_pixels)
 
 
 def show_one(result: UploadResult, data: bytes, threshold: float, n_classes: int) -> None:
     if not result.ok:
         st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
         return
-    photo, answer = st.columns([2, 3], gap="large")
-    photo.image(thumbnail(data, 640), caption=result.name, width="stretch")
+    photo_col, answer = st.columns([2, 3], gap="large")
+    photo_col.image(photo(data), caption=result.name, width="stretch")
     with answer:
         prediction = result.prediction
         st.caption("This looks like")
@@ -65,7 +71,7 @@ def show_many(results: list[UploadResult], uploads: list[tuple[str, bytes]], thr
         for column, (result, data) in zip(st.columns(per_row), ok[start : start + per_row]):
             prediction = result.prediction
             unsure = " · not sure" if low_confidence(prediction, threshold) else ""
-            column.image(thumbnail(data, 320), width="stretch")
+            column.image(thumbnail(data), width="stretch")
             column.markdown(f"**{display_name(prediction.label)}** · {prediction.confidence:.0%}{unsure}")
             column.caption(result.name)
     st.subheader("All results", anchor=False)
@@ -132,7 +138,7 @@ if not uploads:
     if examples:
         st.markdown("**No photo at hand? Try an example from the test set:**")
         for i, (column, path) in enumerate(zip(st.columns(len(examples) + 1), examples)):
-            column.image(str(path), width="stretch")
+            column.image(photo_thumbnail(path), width="stretch")
             if column.button("Try this", key=f"example-{i}", width="stretch"):
                 st.session_state[EXAMPLE_KEY] = str(path)
     chosen = st.session_state.get(EXAMPLE_KEY)

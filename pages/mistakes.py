@@ -88,9 +88,8 @@ with pairs:
     st.subheader("Most confused", anchor=False)
     confused = most_confused(np.asarray(metrics["confusion_matrix"]), class_names)
     st.dataframe(
-        [{"true": t, "predicted": p, "images": n} for t, p, n in confused[:10]],
+        [{"true → predicted": f"{t} → {p}", "images": n} for t, p, n in confused[:10]],
         hide_index=True,
-        column_config={"images": st.column_config.NumberColumn("images", width="small")},
     )
 with cards:
     st.subheader(f"{len(mistakes)} of {wrong} mistakes", anchor=False)

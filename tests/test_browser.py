@@ -209,7 +209,7 @@ def write_screenshots(out_dir: Path) -> None:
         open_page(page, url, "")
         examples = page.get_by_role("button", name="Try this")
         if examples.count():
-            examples.nth(min(2, examples.count() - 1)).click()
+            examples.nth(min(1, examples.count() - 1)).click()
             page.get_by_text("This looks like").wait_for(timeout=TIMEOUT_MS)
             settle(page)
         else:

@@ -17,6 +17,7 @@ from clothclf.classify import (
     preview,
     results_csv,
     results_table,
+    square_thumbnail,
 )
 from clothclf.config import Limits
 from clothclf.predict import Classifier, load_classifier
@@ -97,6 +98,15 @@ def test_results_csv_of_only_errors_has_a_header():
 def test_preview_keeps_the_aspect_ratio_and_never_upscales():
     assert preview(png_bytes((1, 2, 3), (800, 400)), max_side=200).shape == (100, 200, 3)
     assert preview(png_bytes((1, 2, 3), (30, 20)), max_side=200).shape == (20, 30, 3)
+
+
+def test_square_thumbnail_crops_the_centre(tmp_path):
+    image = Image.new("RGB", (300, 100), (255, 0, 0))
+    image.paste((0, 0, 255), (100, 0, 200, 100))  # a blue middle third
+    image.save(tmp_path / "wide.png")
+    thumb = square_thumbnail(tmp_path / "wide.png", size=50)
+    assert thumb.shape == (50, 50, 3)
+    assert (thumb[:, :, 2] > 200).all() and (thumb[:, :, 0] < 50).all()
 
 
 def test_display_name():
