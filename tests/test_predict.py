@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clothclf.config import Paths
 from clothclf.datasets import create_dataset, decode_split
 from clothclf.errors import InvalidImageError, RunError
 from clothclf.images import load_image
@@ -22,7 +23,6 @@ from clothclf.predict import Classifier, Prediction, load_classifier
 from clothclf.runs import read_csv, read_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_MODEL = PROJECT_ROOT / "models" / "default"
 ATOL = 1e-4  # LiteRT (XNNPACK) and TensorFlow sum in different orders; float32 noise is ~1e-6
 
 
@@ -196,14 +196,16 @@ def test_bad_model_folders(tiny_run, tmp_path):
 
 @pytest.mark.slow
 def test_shipped_model_backends_agree_on_the_test_split(shared_dataset):
+    """The default model (``models/default``, or ``CLOTHCLF_MODEL_DIR``) on the 372 real test photos."""
+    model_dir = Paths.from_env().default_model_dir
     for name in ("model.keras", "model.tflite"):
-        if not (SHIPPED_MODEL / name).is_file():
+        if not (model_dir / name).is_file():
             pytest.skip(
-                f"{SHIPPED_MODEL / name} does not exist yet (the shipped model is trained by `clothclf train`)"
+                f"{model_dir / name} does not exist yet (the shipped model is trained by `clothclf train`)"
             )
     files = sorted((shared_dataset / "test").rglob("*.jpg"))
     assert len(files) == 372
-    lite = probabilities(load_classifier(SHIPPED_MODEL, backend="litert", tta=False), files)
-    ref = probabilities(load_classifier(SHIPPED_MODEL, backend="keras", tta=False), files)
+    lite = probabilities(load_classifier(model_dir, backend="litert"), files)  # TTA as the run says
+    ref = probabilities(load_classifier(model_dir, backend="keras"), files)
     np.testing.assert_array_equal(lite.argmax(1), ref.argmax(1))
     np.testing.assert_allclose(lite, ref, atol=ATOL)
