@@ -12,6 +12,7 @@ import logging
 import platform
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -277,8 +278,16 @@ def train(
                 raise TrainingCancelled("training was cancelled")
 
             announce("evaluating")
+            if plan == [("head", config.epochs)] and not config.tta:
+                # Head-only: the cached validation features give the same probabilities, much faster.
+                files = tuple(dataset.root / f for f in val_f.files)
+                labels, probs = val_f.labels, head.predict(val_f.features, verbose=0)
+            else:
+                val = images_of("validation")
+                files, labels = val.files, val.labels
+                probs = predict_arrays(model, val.images, config.tta)
             metrics = save_run(
-                work, model, config, dataset, fingerprint, history, images_of("validation"), started
+                work, model, config, dataset, fingerprint, history, files, labels, probs, started
             )
     except OSError as exc:
         raise RunError(f"could not write the run to {out_dir}: {exc}") from exc
@@ -293,13 +302,14 @@ def save_run(
     dataset: Dataset,
     fingerprint: str,
     history: list[dict],
-    validation: DecodedSplit,
+    files: Sequence[Path],
+    labels: np.ndarray,
+    probs: np.ndarray,
     started: float,
 ) -> dict:
-    """Evaluate a trained model on validation and write every artifact of its run folder; return the metrics."""
-    probs = predict_arrays(model, validation.images, config.tta)
-    metrics = compute_metrics(validation.labels, probs, dataset.class_names)
-    rows = prediction_rows(validation.files, validation.labels, probs, dataset.class_names, root=dataset.root)
+    """Write every artifact of a trained model's run folder, given its validation probabilities."""
+    metrics = compute_metrics(labels, probs, dataset.class_names)
+    rows = prediction_rows(files, labels, probs, dataset.class_names, root=dataset.root)
     best = max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
     model.save(work / "model.keras")
     export_tflite(model, work / "model.tflite")
