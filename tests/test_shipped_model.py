@@ -1,0 +1,44 @@
+"""Guards of the shipped model in models/default: its accuracy on the real test split, and its artifacts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clothclf.datasets import scan_class_folder
+from clothclf.evaluation import evaluate_classifier
+from clothclf.predict import load_classifier
+from clothclf.runs import load_run
+
+MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
+
+
+def test_shipped_run_folder_is_complete_and_small():
+    run = load_run(MODEL_DIR)
+    assert run.summary["backbone"] == "mobilenet_v2" and run.summary["image_size"] == 224
+    assert len(run.class_names()) == 10
+    assert {"validation", "test"} <= {
+        p.stem.removeprefix("metrics_") for p in MODEL_DIR.glob("metrics_*.json")
+    }
+    assert len(run.predictions("test")) == 372 and len(run.predictions("validation")) == 341
+    config = run.config()
+    assert config["seed"] == 42 and config["seconds"] > 0 and config["epochs_run"] == len(run.history())
+    size_mb = sum(p.stat().st_size for p in MODEL_DIR.iterdir()) / 1e6
+    assert size_mb < 25
+
+
+@pytest.mark.slow
+def test_shipped_model_accuracy_on_the_real_test_split(shared_dataset):
+    """Recomputes the test metrics from the photos (LiteRT path) and holds them to the shipped bar."""
+    classifier = load_classifier(MODEL_DIR)
+    assert classifier.backend == "litert"
+    split = scan_class_folder(shared_dataset / "test", classifier.class_names)[1]
+    metrics, rows = evaluate_classifier(classifier, split, shared_dataset)
+    assert metrics["n_images"] == 372 and not metrics["skipped"]
+    assert metrics["accuracy"] >= 0.905
+    assert metrics["macro_f1"] >= 0.88
+    saved = json.loads((MODEL_DIR / "metrics_test.json").read_text())
+    assert metrics["accuracy"] == pytest.approx(saved["accuracy"], abs=1e-9)
+    assert metrics["confusion_matrix"] == saved["confusion_matrix"]
