@@ -45,7 +45,8 @@ def classify_upload(
     if len(data) > limits.max_upload_mb * MB:
         size = len(data) / MB
         return UploadResult(
-            name, error=f"{size:.1f} MB is over the limit of {limits.max_upload_mb} MB per file"
+            name,
+            error=f"{size:.2f} MB is over the limit of {limits.max_upload_mb} MB per file",
         )
     try:
         pixels = load_image(data, classifier.image_size, limits.max_pixels)
