@@ -123,7 +123,9 @@ r = train(TrainConfig(data_dir={str(synthetic_dataset)!r}, weights=None, image_s
 print("EPOCHS", r.epochs)
 """
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "EPOCHS 2" in done.stdout
     config = json.loads((tmp_path / "m" / "config.json").read_text())
