@@ -12,17 +12,12 @@ is downloaded.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +26,9 @@ import pytest
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
+from load_test import streamlit_server  # noqa: E402  (one server start-up for both browser suites)
+
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -44,52 +42,6 @@ CHROMIUM_ARGS = [
 PAGES = {"": "Classify clothing photos", "report": "Model report", "mistakes": "Mistakes", "models": "Models"}
 EXCEPTION = '[data-testid="stException"]'
 TIMEOUT_MS = 90_000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def streamlit_server(env: dict[str, str], timeout: float = 90) -> Iterator[str]:
-    """Run ``streamlit run streamlit_app.py`` on a free local port; yield its URL; stop it after."""
-    port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-        "--server.port", str(port),
-        "--server.address", "127.0.0.1",
-        "--server.headless", "true",
-        "--server.fileWatcherType", "none",
-        "--browser.gatherUsageStats", "false",
-    ]  # fmt: skip
-    server = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if server.poll() is not None:
-                raise RuntimeError(f"streamlit exited early:\n{server.stdout.read()}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.read() == b"ok":
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"streamlit did not answer on {url} within {timeout} s") from None
-                time.sleep(0.5)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        server.stdout.close()
 
 
 def settle(page) -> None:
@@ -145,8 +97,8 @@ def app_url(tiny_run, tmp_path_factory) -> Iterator[str]:
         "CLOTHCLF_DATA_DIR": str(base / "data"),
         "CLOTHCLF_CACHE_DIR": str(base / "cache"),
     }
-    with streamlit_server(env) as url:
-        yield url
+    with streamlit_server(env) as server:
+        yield server.url
 
 
 @pytest.fixture
@@ -203,7 +155,8 @@ def write_screenshots(out_dir: Path) -> None:
     """README screenshots of the Classify (an example photo, else a synthesized one) and Mistakes pages."""
     from playwright.sync_api import sync_playwright
 
-    with streamlit_server(dict(os.environ)) as url, sync_playwright() as playwright:
+    with streamlit_server(dict(os.environ)) as server, sync_playwright() as playwright:
+        url = server.url
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         open_page(page, url, "")
