@@ -16,7 +16,7 @@ import numpy as np
 from clothclf.config import Paths
 from clothclf.datasets import IMAGE_EXTENSIONS
 from clothclf.errors import DatasetError
-from clothclf.runs import MODEL_FILES, RunInfo, is_complete_run, list_runs, read_json
+from clothclf.runs import RunInfo, has_model, is_complete_run, list_runs, read_json
 
 EVAL_SPLITS = ("validation", "test")
 
@@ -42,7 +42,7 @@ class ModelEntry:
 
 
 def _is_model_dir(path: Path) -> bool:
-    return (path / "class_names.json").is_file() and any((path / name).is_file() for name in MODEL_FILES)
+    return (path / "class_names.json").is_file() and has_model(path)
 
 
 def describe_model(path: str | Path, *, is_default: bool = False) -> ModelEntry | None:

@@ -1,4 +1,4 @@
-"""Convert a Keras model to a LiteRT (``.tflite``) model for TensorFlow-free serving."""
+"""Convert Keras models for TensorFlow-free serving: a LiteRT (``.tflite``) model, or a head as NumPy arrays."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from clothclf.errors import RunError
 from clothclf.models import load_model
@@ -16,7 +17,7 @@ from clothclf.models import load_model
 def export_tflite(model: keras.Model, path: str | Path) -> Path:
     """Write ``model`` as a float32 LiteRT flatbuffer at ``path`` (atomically) and return the path."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.tflite")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.tflite")
     with contextlib.redirect_stdout(io.StringIO()):
         model.export(str(tmp), format="litert", verbose=False)
     os.replace(tmp, path)
@@ -33,3 +34,26 @@ def export_run(model_dir: str | Path, overwrite: bool = False) -> Path:
     if target.is_file() and not overwrite:
         return target
     return export_tflite(load_model(str(source)), target)
+
+
+def export_head(head: keras.Model, path: str | Path) -> Path:
+    """Write a head built by :func:`clothclf.models.build_head` as ``head.npz`` for NumPy serving.
+
+    Dropout is the identity at inference, so the head is its dense layers in order: ``kernel_i``,
+    ``bias_i`` and the names of their activations.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    activations = []
+    for layer in head.layers:
+        if isinstance(layer, keras.layers.Dense):
+            kernel, bias = (keras.ops.convert_to_numpy(w) for w in (layer.kernel, layer.bias))
+            index = len(activations)
+            arrays[f"kernel_{index}"], arrays[f"bias_{index}"] = kernel, bias
+            activations.append(keras.activations.serialize(layer.activation))
+        elif not isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
+            raise ValueError(f"cannot export a head with a {type(layer).__name__} layer")
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez(tmp, activations=np.asarray(activations), **arrays)
+    os.replace(tmp, path)
+    return path

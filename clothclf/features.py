@@ -1,8 +1,11 @@
-"""Backbone features cached on disk, so head-only training is seconds once the cache is warm.
+"""Backbone features, computed by LiteRT and cached on disk, so head-only training is seconds.
 
-Features are computed once from the non-augmented images and stored as ``.npz`` under the feature
-cache folder (env ``CLOTHCLF_CACHE_DIR``), keyed by dataset content, split, backbone, weights and
-image size.
+The frozen feature extractor (preprocessing, backbone, pooling) is converted to LiteRT once per set of
+weights and cached as ``.tflite``; it computes the features of each split about five times faster than
+TensorFlow does on a CPU, and they are cached as ``.npz``. Both live in the cache folder (env
+``CLOTHCLF_CACHE_DIR``): the model keyed by a digest of the backbone's weights, the features by that
+digest, the dataset's content and the split. A head-only run ships the cached ``.tflite`` next to its
+head, so it needs no conversion of its own.
 """
 
 from __future__ import annotations
@@ -17,8 +20,13 @@ import keras
 import numpy as np
 
 from clothclf.datasets import Dataset, decode_split
+from clothclf.export import export_tflite
+from clothclf.predict import LiteRTRunner, available_cpus
 
 log = logging.getLogger(__name__)
+
+#: Images converted to float32 and run through the extractor at a time (bounds memory).
+CHUNK_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -30,49 +38,51 @@ class Features:
     files: tuple[str, ...]  # relative to the dataset root
 
 
-def feature_cache_path(
-    cache_dir: Path, fingerprint: str, split: str, backbone: str, weights: str | None, image_size: int
-) -> Path:
-    """The cache file of one (dataset content, split, backbone, weights, image size)."""
-    key = f"{fingerprint}|{split}|{backbone}|{weights}|{image_size}|keras-{keras.__version__}"
-    digest = hashlib.blake2b(key.encode(), digest_size=12).hexdigest()
-    return Path(cache_dir) / f"{backbone}-{image_size}-{split}-{digest}.npz"
+def extractor_digest(extractor: keras.Model, backbone: str) -> str:
+    """A digest of what the extractor computes: backbone, input size, Keras version and every weight."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(f"{backbone}|{extractor.input_shape}|keras-{keras.__version__}".encode())
+    for weight in extractor.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
 
 
-def compute_features(
-    extractor: keras.Model, dataset: Dataset, split: str, image_size: int, batch_size: int = 64
-) -> Features:
-    """Decode a split (skipping unreadable files) and run the frozen feature extractor over it."""
-    decoded = decode_split(dataset.split(split), image_size)
-    features = (
-        extractor.predict(decoded.images.astype(np.float32), batch_size=batch_size, verbose=0)
-        if len(decoded.images)
-        else np.zeros((0, extractor.output_shape[-1]), np.float32)
-    )
+def extractor_tflite(extractor: keras.Model, backbone: str, cache_dir: Path) -> Path:
+    """The extractor as a LiteRT model in the cache, converted on a miss (about 15 s)."""
+    size = int(extractor.input_shape[1])
+    path = Path(cache_dir) / f"{backbone}-{size}-{extractor_digest(extractor, backbone)}.tflite"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_tflite(extractor, path)
+    return path
+
+
+def compute_features(model_file: Path, dataset: Dataset, split: str) -> Features:
+    """Decode a split (skipping unreadable files) and run the LiteRT feature extractor over it."""
+    runner = LiteRTRunner(model_file, num_threads=available_cpus(), pool_size=1)
+    decoded = decode_split(dataset.split(split), runner.input_size)
+    features = np.zeros((len(decoded.labels), runner.num_outputs), np.float32)
+    for start in range(0, len(features), CHUNK_SIZE):
+        features[start : start + CHUNK_SIZE] = runner(
+            decoded.images[start : start + CHUNK_SIZE].astype(np.float32)
+        )
     files = tuple(str(p.relative_to(dataset.root)) for p in decoded.files)
-    return Features(features.astype(np.float32), decoded.labels, files)
+    return Features(features, decoded.labels, files)
 
 
 def cached_features(
-    extractor: keras.Model,
-    dataset: Dataset,
-    split: str,
-    *,
-    cache_dir: Path,
-    fingerprint: str,
-    backbone: str,
-    weights: str | None,
-    image_size: int,
+    model_file: Path, dataset: Dataset, split: str, *, cache_dir: Path, fingerprint: str
 ) -> Features:
     """Features of ``split`` from the cache, computing and storing them (atomically) on a miss."""
-    path = feature_cache_path(cache_dir, fingerprint, split, backbone, weights, image_size)
+    key = hashlib.blake2b(f"{fingerprint}|{split}|{model_file.name}".encode(), digest_size=12).hexdigest()
+    path = Path(cache_dir) / f"{model_file.stem.rsplit('-', 1)[0]}-{split}-{key}.npz"
     if path.is_file():
         try:
             with np.load(path) as data:
                 return Features(data["features"], data["labels"], tuple(data["files"].tolist()))
         except (OSError, ValueError, KeyError):
             log.warning("feature cache file %s is damaged; recomputing", path)
-    result = compute_features(extractor, dataset, split, image_size)
+    result = compute_features(model_file, dataset, split)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     np.savez(tmp, features=result.features, labels=result.labels, files=np.asarray(result.files))

@@ -1,6 +1,7 @@
 """Serving: a thread-safe :class:`Classifier` over a LiteRT model, or a Keras model as a fallback.
 
-With a ``model.tflite`` in the model folder nothing here imports TensorFlow: images are decoded by
+With a ``model.tflite`` in the model folder (or, for a head-only run, the backbone's
+``features.tflite`` and the head's weights ``head.npz``) nothing here imports TensorFlow: images are decoded by
 :func:`clothclf.images.load_image` (the decoder training used) and run by a pool of LiteRT
 interpreters. An interpreter is not thread-safe, so each is lent to one caller at a time; the pool
 grows on demand up to ``pool_size``, so a single user only ever pays for one. Without a
@@ -88,8 +89,9 @@ class _Interpreter:
         return result
 
 
-class _LiteRTRunner:
-    """A pool of up to ``pool_size`` interpreters, created when concurrent callers need them."""
+class LiteRTRunner:
+    """Runs a LiteRT model on float32 batches: a pool of up to ``pool_size`` interpreters, created when
+    concurrent callers need them."""
 
     def __init__(self, path: Path, num_threads: int, pool_size: int):
         if pool_size < 1 or num_threads < 1:
@@ -127,6 +129,61 @@ class _LiteRTRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with self._borrow() as interpreter:
             return interpreter(batch)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    exp = np.exp(x - x.max(axis=-1, keepdims=True))
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+#: The activations a saved head may use (see :func:`clothclf.export.export_head`).
+HEAD_ACTIVATIONS = {"linear": lambda x: x, "relu": lambda x: np.maximum(x, 0.0), "softmax": _softmax}
+
+
+class DenseHead:
+    """A classifier head saved as ``head.npz``: dense layers (kernel, bias, activation) run in NumPy."""
+
+    def __init__(self, path: Path):
+        try:
+            with np.load(path) as data:
+                activations = [str(a) for a in data["activations"]]
+                self.layers = [
+                    (data[f"kernel_{i}"].astype(np.float32), data[f"bias_{i}"].astype(np.float32), name)
+                    for i, name in enumerate(activations)
+                ]
+        except (OSError, ValueError, KeyError) as exc:
+            raise RunError(f"{path}: not a clothclf head ({exc})") from exc
+        unknown = sorted({name for *_, name in self.layers} - set(HEAD_ACTIVATIONS))
+        if not self.layers or unknown:
+            raise RunError(f"{path}: no layers, or unknown activations {unknown}")
+        self.input_dim = self.layers[0][0].shape[0]
+        self.num_outputs = self.layers[-1][0].shape[1]
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        x = features
+        for kernel, bias, activation in self.layers:
+            x = HEAD_ACTIVATIONS[activation](x @ kernel + bias)
+        return x.astype(np.float32)
+
+
+class _FeaturesThenHead:
+    """A head-only run: the backbone's features by LiteRT (``features.tflite``), then its head."""
+
+    def __init__(self, features: LiteRTRunner, head: DenseHead):
+        if features.num_outputs != head.input_dim:
+            raise RunError(
+                f"features.tflite gives {features.num_outputs} features, the head expects {head.input_dim}"
+            )
+        self._features, self._head = features, head
+        self.input_size, self.num_outputs = features.input_size, head.num_outputs
+
+    @property
+    def created(self) -> int:
+        """How many LiteRT interpreters exist so far."""
+        return self._features.created
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._head(self._features(batch))
 
 
 class _KerasRunner:
@@ -252,8 +309,8 @@ def load_classifier(
 ) -> Classifier:
     """Load the classifier in ``model_dir`` (default: the shipped model).
 
-    ``backend`` is ``"auto"`` (LiteRT when ``model.tflite`` exists, else Keras), ``"litert"`` or
-    ``"keras"``. ``tta`` defaults to what the run was trained with (``run.json``). For LiteRT,
+    ``backend`` is ``"auto"`` (LiteRT when ``model.tflite`` exists, or ``features.tflite`` with
+    ``head.npz`` as head-only runs save, else Keras), ``"litert"`` or ``"keras"``. ``tta`` defaults to what the run was trained with (``run.json``). For LiteRT,
     ``num_threads`` (default: every available CPU) is per interpreter, and up to ``pool_size``
     interpreters serve concurrent callers.
     """
@@ -270,13 +327,19 @@ def load_classifier(
     class_names = _read_json(names_file)
     summary = _read_json(model_dir / "run.json") if (model_dir / "run.json").is_file() else {}
     tflite, keras_file = model_dir / "model.tflite", model_dir / "model.keras"
+    features_file, head_file = model_dir / "features.tflite", model_dir / "head.npz"
+    split_model = features_file.is_file() and head_file.is_file()
     if backend == "auto":
-        backend = "litert" if tflite.is_file() else "keras"
-    runner: _LiteRTRunner | _KerasRunner
+        backend = "litert" if tflite.is_file() or split_model else "keras"
+    runner: LiteRTRunner | _FeaturesThenHead | _KerasRunner
     if backend == "litert":
-        if not tflite.is_file():
+        threads = num_threads or available_cpus()
+        if tflite.is_file():
+            runner = LiteRTRunner(tflite, threads, pool_size)
+        elif split_model:
+            runner = _FeaturesThenHead(LiteRTRunner(features_file, threads, pool_size), DenseHead(head_file))
+        else:
             raise RunError(f"{model_dir}: no model.tflite (run `clothclf export --model {model_dir}`)")
-        runner = _LiteRTRunner(tflite, num_threads or available_cpus(), pool_size)
     else:
         if not keras_file.is_file():
             raise RunError(f"{model_dir}: no model.tflite nor model.keras")

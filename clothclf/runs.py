@@ -1,6 +1,7 @@
 """Run folders: written atomically, listed, and read back (no TensorFlow).
 
-A run folder holds ``model.keras``, ``model.tflite``, ``config.json`` (every hyperparameter,
+A run folder holds ``model.keras``, ``model.tflite`` (or, for a head-only run, ``features.tflite`` and
+``head.npz``), ``config.json`` (every hyperparameter,
 dataset fingerprint, seed, library versions), ``class_names.json``, ``history.csv``,
 ``metrics_<split>.json``, ``predictions_<split>.csv`` and ``run.json`` (the summary, written last).
 It is built under a hidden ``.partial-<name>`` folder and renamed into place when complete, so a run
@@ -25,11 +26,14 @@ from typing import Any
 from clothclf.errors import RunError
 
 PARTIAL_PREFIX = ".partial-"
-MODEL_FILES = ("model.tflite", "model.keras")
+#: Any one of these is a servable model: a whole model, or a head-only run's extractor and head.
+MODEL_FILES = (("model.tflite",), ("features.tflite", "head.npz"), ("model.keras",))
 #: What a downloaded model bundle holds (those present): the models, what they predict, how they did.
 BUNDLE_PATTERNS = (
     "model.keras",
     "model.tflite",
+    "features.tflite",
+    "head.npz",
     "class_names.json",
     "config.json",
     "run.json",
@@ -90,14 +94,18 @@ def atomic_run_dir(final_dir: str | Path) -> Iterator[Path]:
         raise
 
 
+def has_model(path: Path) -> bool:
+    """Whether the folder holds the files of at least one model (see ``MODEL_FILES``)."""
+    return any(all((path / name).is_file() for name in files) for files in MODEL_FILES)
+
+
 def is_complete_run(path: Path) -> bool:
     """A folder with ``run.json`` whose status is complete and a model file beside it."""
     try:
         summary = read_json(path / "run.json")
     except (OSError, ValueError):
         return False
-    has_model = any((path / name).is_file() for name in MODEL_FILES)
-    return summary.get("status") == "complete" and has_model and (path / "class_names.json").is_file()
+    return summary.get("status") == "complete" and has_model(path) and (path / "class_names.json").is_file()
 
 
 @dataclass(frozen=True)

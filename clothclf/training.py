@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import platform
+import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -33,8 +34,8 @@ from clothclf.datasets import (
 )
 from clothclf.errors import RunError
 from clothclf.evaluation import compute_metrics, prediction_rows
-from clothclf.export import export_tflite
-from clothclf.features import cached_features
+from clothclf.export import export_head, export_tflite
+from clothclf.features import cached_features, extractor_tflite
 from clothclf.models import (
     build_feature_extractor,
     build_head,
@@ -210,15 +211,10 @@ def train(
                 callbacks = _callbacks(config, phase, history, callback, work)
                 if phase == "head":
                     announce("features")
-                    cache = dict(
-                        cache_dir=paths.cache_dir,
-                        fingerprint=fingerprint,
-                        backbone=config.backbone,
-                        weights=weights,
-                        image_size=config.image_size,
-                    )
-                    train_f = cached_features(extractor, dataset, "train", **cache)
-                    val_f = cached_features(extractor, dataset, "validation", **cache)
+                    extractor_file = extractor_tflite(extractor, config.backbone, paths.cache_dir)
+                    cache = dict(cache_dir=paths.cache_dir, fingerprint=fingerprint)
+                    train_f = cached_features(extractor_file, dataset, "train", **cache)
+                    val_f = cached_features(extractor_file, dataset, "validation", **cache)
                     steps = int(np.ceil(len(train_f.labels) / config.batch_size))
                     with strategy.scope():
                         _compile(
@@ -278,8 +274,9 @@ def train(
                 raise TrainingCancelled("training was cancelled")
 
             announce("evaluating")
-            if plan == [("head", config.epochs)] and not config.tta:
-                # Head-only: the cached validation features give the same probabilities, much faster.
+            head_only = plan == [("head", config.epochs)]
+            if head_only and not config.tta:
+                # The cached validation features give the same probabilities, much faster.
                 files = tuple(dataset.root / f for f in val_f.files)
                 labels, probs = val_f.labels, head.predict(val_f.features, verbose=0)
             else:
@@ -287,7 +284,17 @@ def train(
                 files, labels = val.files, val.labels
                 probs = predict_arrays(model, val.images, config.tta)
             metrics = save_run(
-                work, model, config, dataset, fingerprint, history, files, labels, probs, started
+                work,
+                model,
+                config,
+                dataset,
+                fingerprint,
+                history,
+                files,
+                labels,
+                probs,
+                started,
+                features_model=extractor_file if head_only else None,
             )
     except OSError as exc:
         raise RunError(f"could not write the run to {out_dir}: {exc}") from exc
@@ -306,13 +313,23 @@ def save_run(
     labels: np.ndarray,
     probs: np.ndarray,
     started: float,
+    features_model: Path | None = None,
 ) -> dict:
-    """Write every artifact of a trained model's run folder, given its validation probabilities."""
+    """Write every artifact of a trained model's run folder, given its validation probabilities.
+
+    The LiteRT model is ``model.tflite``, converted here (about 15 s), unless ``features_model`` is
+    given: a head-only run ships its frozen extractor's cached LiteRT model as ``features.tflite`` and
+    its head as ``head.npz`` (see :class:`clothclf.predict.DenseHead`), and converts nothing.
+    """
     metrics = compute_metrics(labels, probs, dataset.class_names)
     rows = prediction_rows(files, labels, probs, dataset.class_names, root=dataset.root)
     best = max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
     model.save(work / "model.keras")
-    export_tflite(model, work / "model.tflite")
+    if features_model is None:
+        export_tflite(model, work / "model.tflite")
+    else:
+        shutil.copyfile(features_model, work / "features.tflite")
+        export_head(model.get_layer("head"), work / "head.npz")
     _write_run(work, config, dataset, fingerprint, history, metrics, rows, time.monotonic() - started, best)
     return metrics
 

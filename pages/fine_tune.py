@@ -182,7 +182,7 @@ def show_result(job: Job, status: JobStatus, paths: Paths) -> None:
         on_click="ignore",
         width="stretch",
     )
-    st.caption("The zip holds model.keras, model.tflite, class_names.json, the metrics and the config.")
+    st.caption("The zip holds model.keras, its LiteRT model, class_names.json, the metrics and the config.")
 
 
 def weights_choice(backbone: str, image_size: int) -> str | None:

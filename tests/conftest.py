@@ -35,11 +35,18 @@ def write_dataset(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """One feature cache for the session (never the user's). Its entries are keyed by content and
+    weights, so sharing is safe, and each LiteRT conversion of a tiny extractor (~15 s) happens once."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_paths(tmp_path, monkeypatch):
-    """Every test gets its own runs, cache and data folders (never the user's)."""
+def isolated_paths(tmp_path, monkeypatch, session_cache):
+    """Every test gets its own runs and data folders (never the user's) and the session's cache."""
     monkeypatch.setenv("CLOTHCLF_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("CLOTHCLF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CLOTHCLF_CACHE_DIR", str(session_cache))
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "data"))
 
 
@@ -52,14 +59,14 @@ def synthetic_dataset(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory, synthetic_dataset) -> Path:
-    """A complete run folder (model.keras + model.tflite + artifacts) of a 32 px MobileNetV2 without
+def tiny_run(tmp_path_factory, synthetic_dataset, session_cache) -> Path:
+    """A complete head-only run folder (model.keras, features.tflite + head.npz, artifacts) of a 32 px MobileNetV2 without
     ImageNet weights, trained for a few head epochs on the synthetic dataset. Built once per session."""
     from clothclf.config import Paths, TrainConfig
     from clothclf.training import train
 
     base = tmp_path_factory.mktemp("tiny_run")
-    paths = Paths(base / "data", base / "cache", base / "runs", base / "default")
+    paths = Paths(base / "data", session_cache, base / "runs", base / "default")
     config = TrainConfig(
         data_dir=str(synthetic_dataset),
         weights=None,

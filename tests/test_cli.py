@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import CLASSES, make_image
 
 from clothclf.cli import main
+from clothclf.predict import load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,10 +103,15 @@ def test_predict_missing_model_is_a_message(tmp_path):
     assert "not a clothclf model folder" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_export_restores_tflite(model_copy, capsys):
-    (model_copy / "model.tflite").unlink()
+def test_export_converts_a_head_only_run_to_one_tflite(model_copy, synthetic_dataset, capsys):
+    files = sorted((synthetic_dataset / "test").rglob("*.png"))
+    pair = load_classifier(model_copy).predict_batch(files)  # features.tflite + head.npz
+    assert not (model_copy / "model.tflite").exists()
     assert main(["export", "--model", str(model_copy)]) == 0
     assert (model_copy / "model.tflite").stat().st_size > 0
+    whole = load_classifier(model_copy).predict_batch(files)  # model.tflite comes first
+    assert [p.label for p in whole] == [p.label for p in pair]
+    np.testing.assert_allclose([p.confidence for p in whole], [p.confidence for p in pair], atol=1e-4)
 
 
 def test_runs_lists_complete_runs_only(tiny_run, monkeypatch, tmp_path, capsys):

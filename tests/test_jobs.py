@@ -171,8 +171,9 @@ def test_a_killed_child_reads_as_failed_and_leaves_earlier_models_intact(synthet
 
 
 def test_a_failed_write_ends_the_job_with_a_clear_message(synthetic_dataset, paths, tmp_path, monkeypatch):
-    # The child is another process: a sitecustomize module on its PYTHONPATH makes the model
-    # export fail as on a full disk, after model.keras was written into the hidden partial folder.
+    # The child is another process: a sitecustomize module on its PYTHONPATH makes writing the
+    # LiteRT model (or a head-only run's head) fail as on a full disk, after model.keras was written
+    # into the hidden partial folder.
     hooks = tmp_path / "hooks"
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(
@@ -180,7 +181,7 @@ def test_a_failed_write_ends_the_job_with_a_clear_message(synthetic_dataset, pat
         "import clothclf.export\n\n"
         "def full_disk(model, path):\n"
         "    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n\n"
-        "clothclf.export.export_tflite = full_disk\n"
+        "clothclf.export.export_tflite = clothclf.export.export_head = full_disk\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(hooks))
     job = start_job(tiny_config(synthetic_dataset, epochs=1), paths)

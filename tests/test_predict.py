@@ -165,7 +165,8 @@ def test_default_model_comes_from_the_environment(tiny_run, monkeypatch):
 
 
 def test_keras_is_the_fallback_without_a_tflite_file(tiny_run, tmp_path):
-    model_dir = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("model.tflite"))
+    model_dir = shutil.copytree(tiny_run, tmp_path / "run", ignore=shutil.ignore_patterns("head.npz"))
+    assert (model_dir / "features.tflite").is_file()  # half of a head-only run's LiteRT pair is not enough
     assert load_classifier(model_dir).backend == "keras"
     with pytest.raises(RunError, match="no model.tflite"):
         load_classifier(model_dir, backend="litert")
@@ -184,10 +185,14 @@ def test_bad_model_folders(tiny_run, tmp_path):
     (model_dir / "model.tflite").write_bytes(b"not a flatbuffer" * 64)
     with pytest.raises(RunError, match="LiteRT cannot load it"):
         load_classifier(model_dir)
+    (model_dir / "model.tflite").unlink()
+    (model_dir / "head.npz").write_bytes(b"not an npz file")
+    with pytest.raises(RunError, match="not a clothclf head"):
+        load_classifier(model_dir)
     (model_dir / "class_names.json").write_text("{not json")
     with pytest.raises(RunError, match="class_names.json"):
         load_classifier(model_dir)
-    for name in ("model.tflite", "model.keras"):
+    for name in ("features.tflite", "head.npz", "model.keras"):
         (model_dir / name).unlink()
     (model_dir / "class_names.json").write_text(json.dumps(["a", "b", "c"]))
     with pytest.raises(RunError, match="no model"):

@@ -291,7 +291,9 @@ def test_broken_run_folders_never_show_as_models(models, monkeypatch):
     for name, change in {
         "20200103-000000-running": lambda f: write_json(f / "run.json", {**summary, "status": "running"}),
         "20200104-000000-garbled": lambda f: (f / "run.json").write_text('{"status": "comp'),
-        "20200105-000000-no-model": lambda f: [(f / m).unlink() for m in ("model.keras", "model.tflite")],
+        "20200105-000000-no-model": lambda f: [
+            (f / m).unlink(missing_ok=True) for m in ("model.keras", "model.tflite", "head.npz")
+        ],
         "20200106-000000-no-classes": lambda f: (f / "class_names.json").unlink(),
         "20200107-000000-no-summary": lambda f: (f / "run.json").unlink(),
     }.items():

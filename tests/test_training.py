@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from clothclf.config import AugmentConfig, Paths, TrainConfig
+from clothclf.predict import load_classifier
 from clothclf.runs import list_runs, load_run
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +37,10 @@ def tiny_config(data: Path, **overrides) -> TrainConfig:
 
 def test_tiny_run_folder_is_complete(tiny_run):
     run = load_run(tiny_run)
-    assert {"model.keras", "model.tflite", "config.json", "history.csv", "run.json"} <= {
-        p.name for p in tiny_run.iterdir()
-    }
+    files = {p.name for p in tiny_run.iterdir()}
+    assert {"model.keras", "config.json", "history.csv", "run.json"} <= files
+    # A head-only run ships the cached LiteRT extractor and its head instead of converting the model.
+    assert {"features.tflite", "head.npz"} <= files and "model.tflite" not in files
     config = run.config()
     assert config["train"]["image_size"] == 32 and config["seed"] == 42
     assert len(config["dataset"]["fingerprint"]) == 32
@@ -65,15 +67,26 @@ def test_two_phase_training_with_progress(synthetic_dataset, tmp_path):
     fractions = [event.fraction for event in events]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert any(event.batch > 0 and event.batches > 0 for event in events)
+    # Fine-tuning changed the backbone, so the whole model is converted, and LiteRT agrees with Keras.
+    assert (result.run_dir / "model.tflite").is_file() and not (result.run_dir / "head.npz").exists()
+    files = sorted((synthetic_dataset / "validation").rglob("*.png"))
+    litert, keras_model = (load_classifier(result.run_dir, backend=b) for b in ("litert", "keras"))
+    np.testing.assert_allclose(
+        [p.confidence for p in litert.predict_batch(files)],
+        [p.confidence for p in keras_model.predict_batch(files)],
+        atol=1e-4,
+    )
 
 
-def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path):
+def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path, monkeypatch):
     from clothclf.training import train
 
+    cache_dir = tmp_path / "own-cache"
+    monkeypatch.setenv("CLOTHCLF_CACHE_DIR", str(cache_dir))
     config = tiny_config(synthetic_dataset, head_only=True)
     train(config, tmp_path / "a")
-    cached = sorted(Path(os.environ["CLOTHCLF_CACHE_DIR"]).glob("*.npz"))
-    assert len(cached) == 2  # train and validation features
+    cached = sorted(cache_dir.glob("*.npz")) + sorted(cache_dir.glob("*.tflite"))
+    assert len(cached) == 3  # train and validation features, and the extractor's LiteRT model
     stamps = [p.stat().st_mtime_ns for p in cached]
     train(config, tmp_path / "b")
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # reused, not recomputed
