@@ -13,11 +13,20 @@ from typing import Any
 import streamlit as st
 
 from clothclf import plots
-from clothclf.catalog import ModelEntry, find_model, image_path, page_count, page_of, parse_top3
+from clothclf.catalog import (
+    ModelEntry,
+    evaluated_splits,
+    find_model,
+    image_path,
+    list_models,
+    page_count,
+    page_of,
+    parse_top3,
+)
 from clothclf.classify import display_name, square_thumbnail
 from clothclf.config import Paths
 from clothclf.predict import Classifier, load_classifier
-from clothclf.runs import read_csv, read_json
+from clothclf.runs import RunInfo, read_csv, read_json
 
 #: ``st.session_state[MODEL_KEY]``: the folder (str) of the model this session classifies with.
 MODEL_KEY = "model_dir"
@@ -102,6 +111,26 @@ def split_picker(splits: Sequence[str], key: str) -> str:
         key=key,
         help="The test set is shown once the model has been evaluated on it (`clothclf evaluate`).",
     )
+
+
+def evaluated_run_picker(key: str, *, no_run: str, no_split: str) -> tuple[RunInfo, str, dict, list[dict]]:
+    """Pick a model and an evaluated split; its run, the split, the metrics and per-image predictions.
+
+    Stops the page with ``no_run`` (the model folder has no run) or ``no_split`` (nothing evaluated).
+    """
+    entry = model_picker(list_models(Paths.from_env()), key=f"{key}_model")
+    run = entry.run if entry else None
+    if entry is not None and run is None:
+        st.info(no_run, icon=":material/info:")
+    if run is None:
+        st.stop()
+    splits = evaluated_splits(run)
+    if not splits:
+        st.info(no_split, icon=":material/info:")
+        st.stop()
+    split = split_picker(splits, key=f"{key}_split")
+    metrics = read_artifact(run.path, f"metrics_{split}.json")
+    return run, split, metrics, read_artifact(run.path, f"predictions_{split}.csv")
 
 
 def paginate(items: Sequence[Any], per_page: int, key: str) -> list[Any]:

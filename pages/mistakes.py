@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from clothclf.catalog import dataset_root_for, evaluated_splits, list_models, select_predictions
+from clothclf.catalog import dataset_root_for, select_predictions
 from clothclf.classify import display_name
-from clothclf.config import Paths
 from clothclf.evaluation import most_confused
-from pages._shared import model_picker, paginate, photo_grid, read_artifact, show_error, split_picker
+from pages._shared import evaluated_run_picker, paginate, photo_grid, show_error
 
 PER_PAGE = 12
 ANY = "Any"
@@ -51,19 +50,11 @@ st.caption(
     "The photos a model got wrong, most confident first: where a model fails says more than its accuracy."
 )
 
-entry = model_picker(list_models(Paths.from_env()), key="mistakes_model")
-run = entry.run if entry else None
-if entry is not None and run is None:
-    st.info("This model folder has no saved predictions to review.", icon=":material/info:")
-if run is None:
-    st.stop()
-splits = evaluated_splits(run)
-if not splits:
-    st.info("This run has no saved predictions.", icon=":material/info:")
-    st.stop()
-split = split_picker(splits, key="mistakes_split")
-metrics = read_artifact(run.path, f"metrics_{split}.json")
-rows = read_artifact(run.path, f"predictions_{split}.csv")
+run, split, metrics, rows = evaluated_run_picker(
+    "mistakes",
+    no_run="This model folder has no saved predictions to review.",
+    no_split="This run has no saved predictions.",
+)
 class_names = metrics["class_names"]
 choices = [ANY, *class_names]
 

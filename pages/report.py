@@ -8,22 +8,18 @@ import streamlit as st
 from clothclf import plots
 from clothclf.catalog import (
     dataset_root_for,
-    evaluated_splits,
-    list_models,
     per_class_rows,
     prediction_arrays,
     select_predictions,
 )
 from clothclf.classify import display_name
-from clothclf.config import Paths
 from clothclf.evaluation import most_confused, reliability_table
 from pages._shared import (
     CHART_CONFIG,
-    model_picker,
+    evaluated_run_picker,
     paginate,
     photo_grid,
     read_artifact,
-    split_picker,
 )
 
 CELL_TRUE, CELL_PREDICTED = "report_cell_true", "report_cell_predicted"
@@ -61,19 +57,11 @@ def metric_cards(metrics: dict) -> None:
 st.title("Model report")
 st.caption("How a model trained and how well it does on photos it never saw during training.")
 
-entry = model_picker(list_models(Paths.from_env()), key="report_model")
-run = entry.run if entry else None
-if entry is not None and run is None:
-    st.info("This model folder has no saved training run or evaluation to report on.", icon=":material/info:")
-if run is None:
-    st.stop()
-splits = evaluated_splits(run)
-if not splits:
-    st.info("This run has no saved evaluation.", icon=":material/info:")
-    st.stop()
-split = split_picker(splits, key="report_split")
-metrics = read_artifact(run.path, f"metrics_{split}.json")
-rows = read_artifact(run.path, f"predictions_{split}.csv")
+run, split, metrics, rows = evaluated_run_picker(
+    "report",
+    no_run="This model folder has no saved training run or evaluation to report on.",
+    no_split="This run has no saved evaluation.",
+)
 class_names = metrics["class_names"]
 
 st.caption(f"{metrics['n_images']} images of {len(class_names)} classes in the {split} set.")

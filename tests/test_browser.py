@@ -27,18 +27,8 @@ from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-from load_test import streamlit_server  # noqa: E402  (one server start-up for both browser suites)
+from load_test import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402  (shared with the load test)
 
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGES = {"": "Classify clothing photos", "report": "Model report", "mistakes": "Mistakes", "models": "Models"}
 EXCEPTION = '[data-testid="stException"]'
 TIMEOUT_MS = 90_000
