@@ -59,6 +59,13 @@ def most_confused(
     return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
 
 
+def _floored(probs: np.ndarray, floor: float = 1e-7) -> np.ndarray:
+    """Probabilities with every entry at least ``floor`` (one confident zero would make the log loss
+    infinite), renormalised so each row still sums to one."""
+    floored = np.clip(probs, floor, 1.0)
+    return floored / floored.sum(axis=1, keepdims=True)
+
+
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict:
     """Every summary metric of one evaluation, JSON-ready.
 
@@ -90,7 +97,7 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
         "weighted_f1": float(
             skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
         ),
-        "log_loss": float(skm.log_loss(y_true, np.clip(probs, 1e-7, 1.0), labels=labels)),
+        "log_loss": float(skm.log_loss(y_true, _floored(probs), labels=labels)),
         "ece": expected_calibration_error(y_true, probs),
         "mae": float(skm.mean_absolute_error(one_hot, probs)),
         "mse": float(mse),
