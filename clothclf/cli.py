@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_arg(export)
     export.add_argument("--force", action="store_true", help="overwrite an existing model.tflite")
 
+    calibrate = commands.add_parser(
+        "calibrate", help="fit a run's temperature on its validation predictions (for older runs)"
+    )
+    _add_model_arg(calibrate)
+
     runs = commands.add_parser("runs", help="list training runs")
     runs.add_argument("--json", action="store_true")
     return parser
@@ -195,7 +200,13 @@ def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
     split, root, name = _evaluation_split(args.data, args.split, classifier.class_names)
     metrics, rows = evaluate_classifier(classifier, split, root)
     metrics.update(
-        {"split": name, "data": str(args.data), "backend": classifier.backend, "tta": classifier.tta}
+        {
+            "split": name,
+            "data": str(args.data),
+            "backend": classifier.backend,
+            "tta": classifier.tta,
+            "temperature": classifier.temperature,
+        }
     )
     if not args.no_save:
         write_json(classifier.model_dir / f"metrics_{name}.json", metrics)
@@ -237,6 +248,15 @@ def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.evaluation import recalibrate_run
+
+    model_dir = args.model or paths.default_model_dir
+    old, new = recalibrate_run(model_dir)
+    print(f"{model_dir}: temperature {old:.4f} -> {new:.4f}")
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.runs import list_runs
 
@@ -260,6 +280,7 @@ COMMANDS = {
     "evaluate": cmd_evaluate,
     "predict": cmd_predict,
     "export": cmd_export,
+    "calibrate": cmd_calibrate,
     "runs": cmd_runs,
 }
 

@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 from sklearn import metrics as skm
 
+from clothclf.calibration import apply_temperature, fit_temperature
+from clothclf.catalog import prediction_arrays
 from clothclf.datasets import Split, decode_split
-from clothclf.errors import DatasetError
+from clothclf.errors import DatasetError, RunError
+from clothclf.runs import read_csv, read_json, write_csv, write_json
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
@@ -162,3 +165,32 @@ def evaluate_classifier(
     metrics = compute_metrics(decoded.labels, probs, names)
     metrics["skipped"] = list(decoded.skipped)
     return metrics, prediction_rows(decoded.files, decoded.labels, probs, names, root=root)
+
+
+def recalibrate_run(model_dir: str | Path) -> tuple[float, float]:
+    """Fit a run's temperature again on its saved validation predictions and rescale every saved split.
+
+    For runs saved before calibration existed: the probabilities in ``predictions_*.csv`` are
+    rescaled and their ``metrics_*.json`` recomputed (the answers, and so accuracy, do not change), and
+    ``run.json`` records the new temperature. Returns (old, new) temperature.
+    """
+    model_dir = Path(model_dir)
+    validation = model_dir / "predictions_validation.csv"
+    if not validation.is_file() or not (model_dir / "run.json").is_file():
+        raise RunError(f"{model_dir}: needs run.json and predictions_validation.csv to calibrate")
+    class_names = read_json(model_dir / "class_names.json")
+    summary = read_json(model_dir / "run.json")
+    val_true, val_probs = prediction_arrays(read_csv(validation), class_names)
+    factor = fit_temperature(val_probs, val_true)
+    old = float(summary.get("temperature", 1.0))
+    new = old * factor
+    for predictions in sorted(model_dir.glob("predictions_*.csv")):
+        rows = read_csv(predictions)
+        y_true, probs = prediction_arrays(rows, class_names)
+        probs = apply_temperature(probs, factor)
+        write_csv(predictions, prediction_rows([r["file"] for r in rows], y_true, probs, class_names))
+        metrics_file = model_dir / f"metrics_{predictions.stem.removeprefix('predictions_')}.json"
+        saved = read_json(metrics_file) if metrics_file.is_file() else {}
+        write_json(metrics_file, {**saved, **compute_metrics(y_true, probs, class_names), "temperature": new})
+    write_json(model_dir / "run.json", {**summary, "temperature": new})
+    return old, new

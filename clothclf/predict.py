@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clothclf.calibration import apply_temperature
 from clothclf.errors import ClothclfError, RunError
 from clothclf.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 
@@ -214,20 +215,25 @@ class Classifier:
         backend: str,
         model_dir: Path,
         tta: bool = False,
+        temperature: float = 1.0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, not {temperature}")
         self._run = runner
         self.class_names = tuple(class_names)
         self.image_size = image_size
         self.backend = backend
         self.model_dir = model_dir
         self.tta = tta
+        self.temperature = temperature
         self.max_pixels = max_pixels
 
     def __repr__(self) -> str:
         return (
             f"Classifier({str(self.model_dir)!r}, backend={self.backend!r}, "
-            f"image_size={self.image_size}, classes={len(self.class_names)}, tta={self.tta})"
+            f"image_size={self.image_size}, classes={len(self.class_names)}, tta={self.tta}, "
+            f"temperature={self.temperature:.3g})"
         )
 
     def load(self, image: ImageInput) -> np.ndarray:
@@ -237,7 +243,8 @@ class Classifier:
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities of a batch of decoded ``uint8`` images, (n, size, size, 3) -> (n, k).
 
-        With test-time augmentation the probabilities are averaged with those of the mirror image.
+        With test-time augmentation the probabilities are averaged with those of the mirror image;
+        then they are temperature-scaled (see :mod:`clothclf.calibration`).
         """
         expected = (self.image_size, self.image_size, 3)
         if pixels.ndim != 4 or pixels.shape[1:] != expected:
@@ -248,7 +255,7 @@ class Classifier:
         probs = self._run(x)
         if self.tta:
             probs = (probs + self._run(np.ascontiguousarray(x[:, :, ::-1]))) / 2.0
-        return probs
+        return apply_temperature(probs, self.temperature)
 
     def _prediction(self, probs: np.ndarray, top_k: int) -> Prediction:
         order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(self.class_names)))]
@@ -303,6 +310,7 @@ def load_classifier(
     *,
     backend: str = "auto",
     tta: bool | None = None,
+    temperature: float | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     num_threads: int | None = None,
     pool_size: int = 2,
@@ -310,9 +318,10 @@ def load_classifier(
     """Load the classifier in ``model_dir`` (default: the shipped model).
 
     ``backend`` is ``"auto"`` (LiteRT when ``model.tflite`` exists, or ``features.tflite`` with
-    ``head.npz`` as head-only runs save, else Keras), ``"litert"`` or ``"keras"``. ``tta`` defaults to what the run was trained with (``run.json``). For LiteRT,
-    ``num_threads`` (default: every available CPU) is per interpreter, and up to ``pool_size``
-    interpreters serve concurrent callers.
+    ``head.npz`` as head-only runs save, else Keras), ``"litert"`` or ``"keras"``. ``tta`` and
+    ``temperature`` default to what the run recorded in ``run.json`` (no TTA, temperature 1 when
+    absent). For LiteRT, ``num_threads`` (default: every available CPU) is per interpreter, and up to
+    ``pool_size`` interpreters serve concurrent callers.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
@@ -355,5 +364,6 @@ def load_classifier(
         backend=backend,
         model_dir=model_dir,
         tta=bool(summary.get("tta", False)) if tta is None else tta,
+        temperature=float(summary.get("temperature", 1.0)) if temperature is None else temperature,
         max_pixels=max_pixels,
     )

@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from clothclf import __version__
+from clothclf.calibration import apply_temperature, fit_temperature
 from clothclf.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
 from clothclf.config import Paths, TrainConfig
 from clothclf.datasets import (
@@ -317,11 +318,16 @@ def save_run(
 ) -> dict:
     """Write every artifact of a trained model's run folder, given its validation probabilities.
 
+    A temperature is fitted on those probabilities (:mod:`clothclf.calibration`), recorded in
+    ``run.json`` and applied to the saved validation predictions, as serving applies it.
+
     The LiteRT model is ``model.tflite``, converted here (about 15 s), unless ``features_model`` is
     given: a head-only run ships its frozen extractor's cached LiteRT model as ``features.tflite`` and
     its head as ``head.npz`` (see :class:`clothclf.predict.DenseHead`), and converts nothing.
     """
-    metrics = compute_metrics(labels, probs, dataset.class_names)
+    temperature = fit_temperature(probs, labels)
+    probs = apply_temperature(probs, temperature)
+    metrics = {**compute_metrics(labels, probs, dataset.class_names), "temperature": temperature}
     rows = prediction_rows(files, labels, probs, dataset.class_names, root=dataset.root)
     best = max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
     model.save(work / "model.keras")
@@ -378,6 +384,7 @@ def _write_run(
             "image_size": config.image_size,
             "head_only": config.head_only,
             "tta": config.tta,
+            "temperature": metrics["temperature"],
             "num_classes": len(dataset.class_names),
             "epochs": len(history),
             "seconds": round(seconds, 1),

@@ -131,3 +131,9 @@ with calibration:
         "Each bar is the accuracy of the images whose confidence falls in that range. Bars below the "
         f"diagonal mean the model is over-confident there. ECE = {metrics['ece']:.3f}."
     )
+    temperature = run.summary.get("temperature")
+    if temperature is not None and temperature != 1.0:
+        st.caption(
+            f"Confidences are temperature-scaled (T = {temperature:.2f}, fitted on the validation set), "
+            "which changes how sure the model says it is, never its answer."
+        )

@@ -171,3 +171,14 @@ def test_head_only_mobilenet_on_real_data(shared_dataset, tmp_path):
     result = train(config, tmp_path / "real")
     assert result.val_accuracy >= 0.70
     assert np.isfinite(result.seconds)
+    # A temperature was fitted on the 341 validation photos, and serving applies the same one:
+    # the classifier reproduces the saved (calibrated) validation probabilities.
+    run = load_run(result.run_dir)
+    assert run.summary["temperature"] != 1.0
+    rows = run.predictions("validation")[:20]
+    classifier = load_classifier(result.run_dir)
+    served = classifier.predict_batch([shared_dataset / row["file"] for row in rows])
+    assert [p.label for p in served] == [row["predicted"] for row in rows]
+    np.testing.assert_allclose(
+        [p.confidence for p in served], [float(r["confidence"]) for r in rows], atol=1e-4
+    )
