@@ -74,8 +74,7 @@ def cached_features(
     model_file: Path, dataset: Dataset, split: str, *, cache_dir: Path, fingerprint: str
 ) -> Features:
     """Features of ``split`` from the cache, computing and storing them (atomically) on a miss."""
-    key = hashlib.blake2b(f"{fingerprint}|{split}|{model_file.name}".encode(), digest_size=12).hexdigest()
-    path = Path(cache_dir) / f"{model_file.stem.rsplit('-', 1)[0]}-{split}-{key}.npz"
+    path = Path(cache_dir) / f"{model_file.stem}-{split}-{fingerprint}.npz"
     if path.is_file():
         try:
             with np.load(path) as data:

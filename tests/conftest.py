@@ -50,6 +50,19 @@ def isolated_paths(tmp_path, monkeypatch, session_cache):
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "data"))
 
 
+def tiny_config(dataset: Path, **changes):
+    """A 32 px MobileNetV2 without ImageNet weights, head only: the cheapest real training run."""
+    from clothclf.config import TrainConfig
+
+    values = dict(weights=None, image_size=32, batch_size=8, epochs=2, head_only=True, lr=1e-2)
+    return TrainConfig(data_dir=str(dataset), **{**values, **changes})
+
+
+def long_config(dataset: Path):
+    """Head training that would run for minutes (no early stopping), to be cancelled or killed."""
+    return tiny_config(dataset, epochs=500, patience=1000)
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     """A 3-class dataset of 24 px images: 12 train, 4 validation, 4 test per class."""
@@ -62,21 +75,12 @@ def synthetic_dataset(tmp_path_factory) -> Path:
 def tiny_run(tmp_path_factory, synthetic_dataset, session_cache) -> Path:
     """A complete head-only run folder (model.keras, features.tflite + head.npz, artifacts) of a 32 px MobileNetV2 without
     ImageNet weights, trained for a few head epochs on the synthetic dataset. Built once per session."""
-    from clothclf.config import Paths, TrainConfig
+    from clothclf.config import Paths
     from clothclf.training import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     paths = Paths(base / "data", session_cache, base / "runs", base / "default")
-    config = TrainConfig(
-        data_dir=str(synthetic_dataset),
-        weights=None,
-        image_size=32,
-        batch_size=8,
-        epochs=3,
-        head_only=True,
-        lr=1e-2,
-    )
-    return train(config, base / "runs" / "tiny", paths=paths).run_dir
+    return train(tiny_config(synthetic_dataset, epochs=3), base / "runs" / "tiny", paths=paths).run_dir
 
 
 @pytest.fixture

@@ -18,24 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import long_config, tiny_config
 
-from clothclf.config import Paths, TrainConfig
+from clothclf.config import Paths
 from clothclf.errors import ClothclfError, DatasetError
 from clothclf.jobs import Job, JobStatus, current_job, extract_uploaded_dataset, start_job
 from clothclf.runs import PARTIAL_PREFIX, list_runs, write_json
 
 TIMEOUT = 300  # seconds: generous for a loaded two-core machine; a healthy job needs well under this
-
-
-def tiny_config(dataset: Path, **changes) -> TrainConfig:
-    """A 32 px MobileNetV2 without ImageNet weights, head only: the cheapest real training run."""
-    values = dict(weights=None, image_size=32, batch_size=8, epochs=2, head_only=True, lr=1e-2)
-    return TrainConfig(data_dir=str(dataset), **{**values, **changes})
-
-
-def long_config(dataset: Path) -> TrainConfig:
-    """Head training that would run for minutes (no early stopping), to be cancelled or killed."""
-    return tiny_config(dataset, epochs=500, patience=1000)
 
 
 def wait_for(job: Job, condition: Callable[[JobStatus], bool], timeout: float = TIMEOUT) -> JobStatus:

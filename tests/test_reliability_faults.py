@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import long_config
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from clothclf import jobs
 from clothclf.catalog import list_models
-from clothclf.config import Paths, TrainConfig
+from clothclf.config import Paths
 from clothclf.jobs import Job, JobStatus, current_job, start_job
 from clothclf.runs import PARTIAL_PREFIX, list_runs, read_json, write_json
 
@@ -98,19 +99,6 @@ def assert_models_intact(models: Models, before: dict[Path, dict[str, str]], pat
     assert {folder: fingerprint(folder) for folder in before} == before
     assert [run.path for run in list_runs(paths.runs_dir)] == [models.previous]
     assert [entry.path for entry in list_models(paths)] == [models.default, models.previous]
-
-
-def long_config(dataset: Path) -> TrainConfig:
-    """Head training that would run for minutes (no early stopping), to be killed."""
-    return TrainConfig(
-        data_dir=str(dataset),
-        weights=None,
-        image_size=32,
-        batch_size=8,
-        epochs=500,
-        head_only=True,
-        patience=1000,
-    )
 
 
 def wait_for_training(job: Job, timeout: float = TIMEOUT) -> JobStatus:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_config as conftest_tiny_config
 
 from clothclf.config import AugmentConfig, Paths, TrainConfig
 from clothclf.predict import load_classifier
@@ -20,19 +21,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_config(data: Path, **overrides) -> TrainConfig:
+    """conftest's tiny run with one fine-tuning epoch of the top 10 layers (two phases)."""
     values = dict(
-        data_dir=str(data),
-        weights=None,
-        image_size=32,
-        batch_size=8,
-        epochs=2,
-        fine_tune_epochs=1,
-        fine_tune_layers=10,
-        lr=1e-2,
-        augment=AugmentConfig(rotation=0.02),
+        head_only=False, fine_tune_epochs=1, fine_tune_layers=10, augment=AugmentConfig(rotation=0.02)
     )
-    values.update(overrides)
-    return TrainConfig(**values)
+    return conftest_tiny_config(data, **{**values, **overrides})
 
 
 def test_tiny_run_folder_is_complete(tiny_run):
