@@ -285,6 +285,16 @@ COMMANDS = {
 }
 
 
+#: Modules of an optional dependency -> the extra that installs them (``pip install clothclf`` has none).
+EXTRA_OF_MODULE = {
+    "tensorflow": "train",
+    "keras": "train",
+    "sklearn": "train",
+    "scipy": "train",
+    "ray": "ray",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
     args = build_parser().parse_args(argv)
@@ -295,6 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args, paths)
     except ClothclfError as exc:
         print(f"clothclf: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        if exc.name not in EXTRA_OF_MODULE:
+            raise
+        extra = EXTRA_OF_MODULE[exc.name]
+        print(
+            f"clothclf: error: {args.command} needs {exc.name}: pip install 'clothclf[{extra}]'",
+            file=sys.stderr,
+        )
         return 1
     except KeyboardInterrupt:
         print("clothclf: interrupted", file=sys.stderr)

@@ -16,6 +16,12 @@ def _user_cache_root() -> Path:
     return Path(base) / "clothclf"
 
 
+def _shipped_model_dir(project_root: Path) -> Path:
+    """The project's ``models/default``, else the copy a wheel carries as ``clothclf/default_model``."""
+    in_project = project_root / "models" / "default"
+    return in_project if in_project.is_dir() else Path(__file__).resolve().parent / "default_model"
+
+
 @dataclass(frozen=True)
 class Paths:
     """Folders clothclf reads and writes. ``Paths.from_env()`` resolves them from the environment.
@@ -23,7 +29,8 @@ class Paths:
     - ``data_dir``: where datasets are downloaded (env ``CLOTHCLF_DATA_DIR``, else the user cache);
     - ``cache_dir``: cached backbone features (env ``CLOTHCLF_CACHE_DIR``, else the user cache);
     - ``runs_dir``: training runs (env ``CLOTHCLF_RUNS_DIR``, else ``runs/`` in the project);
-    - ``default_model_dir``: the shipped model (env ``CLOTHCLF_MODEL_DIR``, else ``models/default``).
+    - ``default_model_dir``: the shipped model (env ``CLOTHCLF_MODEL_DIR``, else ``models/default``, or
+      the copy inside the package when clothclf was installed from a wheel).
     """
 
     data_dir: Path
@@ -39,9 +46,7 @@ class Paths:
             data_dir=Path(os.environ.get("CLOTHCLF_DATA_DIR") or cache_root / "data"),
             cache_dir=Path(os.environ.get("CLOTHCLF_CACHE_DIR") or cache_root / "features"),
             runs_dir=Path(os.environ.get("CLOTHCLF_RUNS_DIR") or project_root / "runs"),
-            default_model_dir=Path(
-                os.environ.get("CLOTHCLF_MODEL_DIR") or project_root / "models" / "default"
-            ),
+            default_model_dir=Path(os.environ.get("CLOTHCLF_MODEL_DIR") or _shipped_model_dir(project_root)),
         )
 
     @property
