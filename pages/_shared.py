@@ -6,11 +6,13 @@ is a function in :mod:`clothclf`.
 
 from __future__ import annotations
 
+import runpy
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from clothclf import plots
 from clothclf.catalog import (
@@ -31,6 +33,23 @@ from clothclf.runs import RunInfo, read_csv, read_json
 #: ``st.session_state[MODEL_KEY]``: the folder (str) of the model this session classifies with.
 MODEL_KEY = "model_dir"
 CHART_CONFIG = {"displayModeBar": False}
+ENTRY_POINT = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+
+
+def require_app_navigation() -> None:
+    """Run this page through ``streamlit_app.py`` if Streamlit ran it from ``pages/`` on its own.
+
+    Until some session has run the entry point's ``st.navigation``, Streamlit (1.67) treats a
+    ``pages/`` folder as an automatic multipage app, for every session: a deep link as the first
+    request of a fresh server runs the page file alone (no sidebar, no wide layout, its own page
+    list). This turns that mode off, as ``st.navigation`` does, runs the entry point in its place
+    (which runs this page, the one the URL names, through the app's navigation) and stops the
+    page file's own run. Same script run, so no widget event is lost.
+    """
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        runpy.run_path(str(ENTRY_POINT), run_name="__main__")
+        st.stop()
 
 
 def session_model_dir() -> str:

@@ -20,7 +20,14 @@ from clothclf.classify import (
     square_thumbnail,
 )
 from clothclf.config import Limits
-from pages._shared import CHART_CONFIG, cached_classifier, photo_thumbnail, session_model_dir, show_error
+from pages._shared import (
+    CHART_CONFIG,
+    cached_classifier,
+    photo_thumbnail,
+    require_app_navigation,
+    session_model_dir,
+    show_error,
+)
 
 LIMITS = Limits()
 TOP_K = 3
@@ -95,6 +102,7 @@ def show_many(results: list[UploadResult], uploads: list[tuple[str, bytes]], thr
     )
 
 
+require_app_navigation()
 st.title("Classify clothing photos")
 model_dir = session_model_dir()
 try:

@@ -17,7 +17,14 @@ from clothclf.config import AugmentConfig, Paths, TrainConfig
 from clothclf.errors import ClothclfError, RunError
 from clothclf.jobs import Job, JobStatus, current_job, extract_uploaded_dataset, start_job
 from clothclf.runs import RunInfo, load_run, zip_run
-from pages._shared import CHART_CONFIG, MODEL_KEY, read_artifact, session_model_dir, show_error
+from pages._shared import (
+    CHART_CONFIG,
+    MODEL_KEY,
+    read_artifact,
+    require_app_navigation,
+    session_model_dir,
+    show_error,
+)
 
 #: ``st.session_state[JOB_KEY]``: the id of the job this session started (only it may cancel it).
 JOB_KEY = "fine_tune_job"
@@ -207,6 +214,7 @@ def weights_choice(backbone: str, image_size: int) -> str | None:
     return None
 
 
+require_app_navigation()
 st.title("Fine-tune")
 st.caption(
     "Train a new model on the default dataset or your own photos. Training runs in a separate process "

@@ -8,7 +8,7 @@ import streamlit as st
 from clothclf.catalog import dataset_root_for, select_predictions
 from clothclf.classify import display_name
 from clothclf.evaluation import most_confused
-from pages._shared import evaluated_run_picker, paginate, photo_grid, show_error
+from pages._shared import evaluated_run_picker, paginate, photo_grid, require_app_navigation, show_error
 
 PER_PAGE = 12
 ANY = "Any"
@@ -45,6 +45,7 @@ def offer_download() -> None:
         st.rerun()
 
 
+require_app_navigation()
 st.title("Mistakes")
 st.caption(
     "The photos a model got wrong, most confident first: where a model fails says more than its accuracy."

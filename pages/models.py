@@ -7,7 +7,7 @@ import streamlit as st
 from clothclf import plots
 from clothclf.catalog import ModelEntry, find_model, list_models, models_table
 from clothclf.config import Paths
-from pages._shared import CHART_CONFIG, MODEL_KEY, read_artifact, session_model_dir
+from pages._shared import CHART_CONFIG, MODEL_KEY, read_artifact, require_app_navigation, session_model_dir
 
 PERCENT = st.column_config.NumberColumn(format="percent")
 
@@ -22,6 +22,7 @@ def validation_f1(entry: ModelEntry) -> dict:
     return metrics["per_class"] if metrics else {}
 
 
+require_app_navigation()
 st.title("Models")
 st.caption("The shipped default model and every complete training run. Pick the one this session uses.")
 

@@ -20,6 +20,7 @@ from pages._shared import (
     paginate,
     photo_grid,
     read_artifact,
+    require_app_navigation,
 )
 
 CELL_TRUE, CELL_PREDICTED = "report_cell_true", "report_cell_predicted"
@@ -54,6 +55,7 @@ def metric_cards(metrics: dict) -> None:
     columns[-1].caption("Probabilities scored against one-hot labels, as regression errors.")
 
 
+require_app_navigation()
 st.title("Model report")
 st.caption("How a model trained and how well it does on photos it never saw during training.")
 

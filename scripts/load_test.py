@@ -44,6 +44,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -102,28 +103,41 @@ def free_port() -> int:
 @contextlib.contextmanager
 def streamlit_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[Server]:
     """``streamlit run streamlit_app.py`` on a free loopback port; stopped (and waited for) on exit."""
+    with streamlit_servers([env], timeout) as servers:
+        yield servers[0]
+
+
+@contextlib.contextmanager
+def streamlit_servers(
+    envs: Sequence[dict[str, str]], timeout: float = 120.0, file_watcher: str | None = "none"
+) -> Iterator[list[Server]]:
+    """One fresh server per environment, all started at once (their start-ups overlap); stopped on exit.
+
+    ``file_watcher`` overrides ``server.fileWatcherType`` (None: the app's own configuration).
+    """
+    with contextlib.ExitStack() as stack:
+        started = [stack.enter_context(_spawned_server(env, file_watcher)) for env in envs]
+        deadline = time.monotonic() + timeout
+        yield [_wait_until_healthy(process, url, log, deadline) for process, url, log in started]
+
+
+@contextlib.contextmanager
+def _spawned_server(
+    env: dict[str, str], file_watcher: str | None
+) -> Iterator[tuple[subprocess.Popen, str, IO[str]]]:
     port = free_port()
     command = [
         sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
         "--server.address", "127.0.0.1",
         "--server.port", str(port),
         "--server.headless", "true",
-        "--server.fileWatcherType", "none",
         "--browser.gatherUsageStats", "false",
+        *(("--server.fileWatcherType", file_watcher) if file_watcher else ()),
     ]  # fmt: skip
     log = tempfile.TemporaryFile(mode="w+")
     server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while not _healthy(url):
-            if server.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"streamlit exited with code {server.returncode}:\n{log.read()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"streamlit did not answer on {url} within {timeout:g} s")
-            time.sleep(0.5)
-        yield Server(url, server.pid)
+        yield server, f"http://127.0.0.1:{port}", log
     finally:
         server.terminate()
         try:
@@ -134,12 +148,32 @@ def streamlit_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[Se
         log.close()
 
 
+def _wait_until_healthy(server: subprocess.Popen, url: str, log: IO[str], deadline: float) -> Server:
+    while not _healthy(url):
+        if server.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"streamlit exited with code {server.returncode}:\n{log.read()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"streamlit did not answer on {url} in time")
+        time.sleep(0.5)
+    return Server(url, server.pid)
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
             return response.read() == b"ok"
     except OSError:
         return False
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches process ``pid`` holds (``/proc/<pid>/fdinfo``, Linux only)."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            count += sum(line.startswith("inotify wd:") for line in info.read_text().splitlines())
+    return count
 
 
 def rss_mb(pid: int) -> float:

@@ -27,9 +27,19 @@ from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-from load_test import CHROMIUM, CHROMIUM_ARGS, streamlit_server  # noqa: E402  (shared with the load test)
+from load_test import (  # noqa: E402  (shared with the load test)
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    inotify_watches,
+    server_env,
+    streamlit_server,
+    streamlit_servers,
+)
 
 PAGES = {"": "Classify clothing photos", "report": "Model report", "mistakes": "Mistakes", "models": "Models"}
+#: Every page but the default one, by URL path, and its title; the navigation's entries in order.
+DEEP_LINKS = {"report": "Model report", "mistakes": "Mistakes", "models": "Models", "fine_tune": "Fine-tune"}
+NAVIGATION = ["Classify", "Model report", "Mistakes", "Models", "Fine-tune"]
 EXCEPTION = '[data-testid="stException"]'
 TIMEOUT_MS = 90_000
 
@@ -92,14 +102,20 @@ def app_url(tiny_run, tmp_path_factory) -> Iterator[str]:
 
 
 @pytest.fixture
-def page(app_url):
+def chromium():
+    """Headless Chromium (the system's); skipped where there is none."""
     sync_api = pytest.importorskip("playwright.sync_api")
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield browser
         browser.close()
+
+
+@pytest.fixture
+def page(app_url, chromium):
+    return chromium.new_page(viewport={"width": 1400, "height": 1000})
 
 
 @pytest.mark.browser
@@ -139,6 +155,29 @@ def test_clicking_a_confusion_matrix_cell_selects_it(page, app_url, tiny_run):
     ]
     assert [c.lower() for c in chosen] == [first_class, first_class]
     assert page.locator(EXCEPTION).count() == 0
+
+
+@pytest.mark.browser
+def test_a_deep_link_as_the_first_request_to_a_fresh_server_opens_the_app_page(chromium, tmp_path):
+    # One fresh server per link (started together, with the app's own configuration), each asked
+    # for its page before anything else.
+    env = server_env(PROJECT_ROOT / "models" / "default", tmp_path)
+    with streamlit_servers([env] * len(DEEP_LINKS), file_watcher=None) as servers:
+        pages = [chromium.new_page(viewport={"width": 1400, "height": 1000}) for _ in servers]
+        for page, server, path in zip(pages, servers, DEEP_LINKS):
+            page.goto(f"{server.url}/{path}")
+        for page, (path, title) in zip(pages, DEEP_LINKS.items()):
+            page.get_by_text("Model in use").wait_for(timeout=TIMEOUT_MS)  # the app's own sidebar
+            settle(page)
+            assert page.locator("h1").first.inner_text().strip() == title, path
+            links = page.locator('[data-testid="stSidebarNav"] [data-testid="stSidebarNavLink"]')
+            assert [
+                links.nth(i).inner_text().split("\n")[-1].strip() for i in range(links.count())
+            ] == NAVIGATION
+            assert page.locator(EXCEPTION).count() == 0, path
+        # The app's file watcher polls its own files: no inotify watch over the project tree (with a
+        # .venv inside the project, one per folder of every installed package).
+        assert [inotify_watches(server.pid) for server in servers] == [0] * len(servers)
 
 
 def write_screenshots(out_dir: Path) -> None:
