@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clothclf.catalog import describe_model, find_model, list_models
+from clothclf.app.models_list import describe_model, find_model, list_models
 from clothclf.config import Paths
 from pages._shared import session_model_dir
 

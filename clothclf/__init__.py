@@ -18,18 +18,38 @@ from clothclf.errors import (  # noqa: E402
 
 
 def load_classifier(model_dir=None, **kwargs):
-    """Load a classifier (the default model if ``model_dir`` is None). See :mod:`clothclf.predict`."""
-    from clothclf.predict import load_classifier as _load
+    """Load a classifier (the default model if ``model_dir`` is None). See :mod:`clothclf.serving.classifier`."""
+    from clothclf.serving.classifier import load_classifier as _load
 
     return _load(model_dir, **kwargs)
 
 
+#: Public names imported on first use, so ``import clothclf`` stays light (``train`` imports TensorFlow).
+_LAZY = {
+    "Classifier": "clothclf.serving.classifier",
+    "Prediction": "clothclf.serving.classifier",
+    "train": "clothclf.training.loop",
+}
+
+
+def __getattr__(name: str):
+    """``clothclf.Classifier``, ``clothclf.Prediction`` and ``clothclf.train``, imported when first used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'clothclf' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
+
 __all__ = [
+    "Classifier",
     "ClothclfError",
     "DatasetError",
     "InvalidImageError",
     "LimitExceededError",
+    "Prediction",
     "RunError",
     "load_classifier",
+    "train",
     "__version__",
 ]

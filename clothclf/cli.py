@@ -136,14 +136,14 @@ def train_config_from_args(args: argparse.Namespace, paths: Paths) -> TrainConfi
 
 
 def cmd_data_download(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.download import download_with_progress_bar
+    from clothclf.data.download import download_with_progress_bar
 
     print(download_with_progress_bar(args.dest, force=args.force))
     return 0
 
 
 def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.training import train
+    from clothclf.training.loop import train
 
     config = train_config_from_args(args, paths)
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
@@ -167,7 +167,7 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
 
 def _evaluation_split(data: Path, split: str, class_names: tuple[str, ...]):
     """(split files, root for relative names, split name) of a dataset root or a class folder."""
-    from clothclf.datasets import SPLITS, scan_class_folder
+    from clothclf.data.datasets import SPLITS, scan_class_folder
 
     if (data / "train").is_dir() or (data / split).is_dir():
         if split not in SPLITS:
@@ -192,9 +192,9 @@ def _print_metrics(metrics: dict) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.evaluation import evaluate_classifier
-    from clothclf.predict import load_classifier
+    from clothclf.evaluation.evaluate import evaluate_classifier
     from clothclf.runs import write_csv, write_json
+    from clothclf.serving.classifier import load_classifier
 
     classifier = load_classifier(args.model, backend=args.backend)
     split, root, name = _evaluation_split(args.data, args.split, classifier.class_names)
@@ -219,7 +219,7 @@ def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.predict import load_classifier
+    from clothclf.serving.classifier import load_classifier
 
     classifier = load_classifier(args.model)
     failed = 0
@@ -242,14 +242,14 @@ def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.export import export_run
+    from clothclf.serving.export import export_run
 
     print(export_run(args.model or paths.default_model_dir, overwrite=args.force))
     return 0
 
 
 def cmd_calibrate(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.evaluation import recalibrate_run
+    from clothclf.evaluation.evaluate import recalibrate_run
 
     model_dir = args.model or paths.default_model_dir
     old, new = recalibrate_run(model_dir)

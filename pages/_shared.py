@@ -14,21 +14,14 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from clothclf import plots
-from clothclf.catalog import (
-    ModelEntry,
-    evaluated_splits,
-    find_model,
-    image_path,
-    list_models,
-    page_count,
-    page_of,
-    parse_top3,
-)
-from clothclf.classify import display_name, square_thumbnail
+from clothclf.app.models_list import ModelEntry, evaluated_splits, find_model, image_path, list_models
+from clothclf.app.tables import display_name, page_count, page_of
+from clothclf.app.uploads import square_thumbnail
 from clothclf.config import Paths
-from clothclf.predict import Classifier, load_classifier
+from clothclf.evaluation import plots
+from clothclf.evaluation.predictions import parse_top3
 from clothclf.runs import RunInfo, read_csv, read_json
+from clothclf.serving.classifier import Classifier, load_classifier
 
 #: ``st.session_state[MODEL_KEY]``: the folder (str) of the model this session classifies with.
 MODEL_KEY = "model_dir"

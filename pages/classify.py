@@ -6,20 +6,18 @@ from pathlib import Path
 
 import streamlit as st
 
-from clothclf import plots
-from clothclf.catalog import dataset_root_for, describe_model, example_photos
-from clothclf.classify import (
+from clothclf.app.models_list import dataset_root_for, describe_model, example_photos
+from clothclf.app.tables import display_name, results_csv, results_table
+from clothclf.app.uploads import (
     UPLOAD_TYPES,
     UploadResult,
     classify_uploads,
-    display_name,
     low_confidence,
     preview,
-    results_csv,
-    results_table,
     square_thumbnail,
 )
 from clothclf.config import Limits
+from clothclf.evaluation import plots
 from pages._shared import (
     CHART_CONFIG,
     cached_classifier,

@@ -1,6 +1,6 @@
 """Fine-tune: train a model in a background process, watch it learn, compare it with the current one, use it.
 
-Training runs in a child process (:mod:`clothclf.jobs`), so this page never imports TensorFlow and
+Training runs in a child process (:mod:`clothclf.app.jobs`), so this page never imports TensorFlow and
 a crashed run cannot take the app down. One run at a time per server; every visitor can watch it.
 """
 
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import streamlit as st
 
-from clothclf import plots
-from clothclf.backbones import BACKBONES, weights_cached
-from clothclf.catalog import describe_model
+from clothclf.app.jobs import Job, JobStatus, current_job, start_job
+from clothclf.app.models_list import describe_model
+from clothclf.app.uploads import extract_uploaded_dataset
 from clothclf.config import AugmentConfig, Paths, TrainConfig
 from clothclf.errors import ClothclfError, RunError
-from clothclf.jobs import Job, JobStatus, current_job, extract_uploaded_dataset, start_job
+from clothclf.evaluation import plots
+from clothclf.modeling.backbones import BACKBONES, weights_cached
 from clothclf.runs import RunInfo, load_run, zip_run
 from pages._shared import (
     CHART_CONFIG,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from clothclf.catalog import dataset_root_for, select_predictions
-from clothclf.classify import display_name
-from clothclf.evaluation import most_confused
+from clothclf.app.models_list import dataset_root_for
+from clothclf.app.tables import display_name, select_predictions
+from clothclf.evaluation.metrics import most_confused
 from pages._shared import evaluated_run_picker, paginate, photo_grid, require_app_navigation, show_error
 
 PER_PAGE = 12
@@ -24,7 +24,7 @@ def offer_download() -> None:
     )
     if not st.button("Download the dataset", icon=":material/download:"):
         return
-    from clothclf.download import download_dataset
+    from clothclf.data.download import download_dataset
 
     bar = st.progress(0.0, text="Connecting…")
     shown = {"percent": -1}

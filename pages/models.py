@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clothclf import plots
-from clothclf.catalog import ModelEntry, find_model, list_models, models_table
+from clothclf.app.models_list import ModelEntry, find_model, list_models, models_table
 from clothclf.config import Paths
+from clothclf.evaluation import plots
 from pages._shared import CHART_CONFIG, MODEL_KEY, read_artifact, require_app_navigation, session_model_dir
 
 PERCENT = st.column_config.NumberColumn(format="percent")

@@ -5,15 +5,11 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from clothclf import plots
-from clothclf.catalog import (
-    dataset_root_for,
-    per_class_rows,
-    prediction_arrays,
-    select_predictions,
-)
-from clothclf.classify import display_name
-from clothclf.evaluation import most_confused, reliability_table
+from clothclf.app.models_list import dataset_root_for
+from clothclf.app.tables import display_name, per_class_rows, select_predictions
+from clothclf.evaluation import plots
+from clothclf.evaluation.metrics import most_confused, reliability_table
+from clothclf.evaluation.predictions import prediction_arrays
 from pages._shared import (
     CHART_CONFIG,
     evaluated_run_picker,

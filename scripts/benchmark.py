@@ -35,8 +35,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from clothclf.config import Paths  # noqa: E402
-from clothclf.images import load_image  # noqa: E402
-from clothclf.predict import available_cpus, load_classifier  # noqa: E402
+from clothclf.data.images import load_image  # noqa: E402
+from clothclf.serving.classifier import load_classifier  # noqa: E402
+from clothclf.serving.runtime import available_cpus  # noqa: E402
 
 TARGETS = {
     "latency_p50_ms": 15.0,
@@ -114,7 +115,7 @@ _PEAK_RSS_MB = (
 SERVE_SCRIPT = f"""
 import json, resource, sys, time
 start = time.perf_counter()
-import clothclf.predict
+import clothclf.serving.classifier
 imported = time.perf_counter()
 classifier = clothclf.load_classifier(sys.argv[1], backend="litert")
 loaded = time.perf_counter()
@@ -134,8 +135,8 @@ KERAS_SCRIPT = f"""
 import json, resource, sys, time
 start = time.perf_counter()
 import numpy as np
-from clothclf.images import load_image
-from clothclf.models import load_model
+from clothclf.data.images import load_image
+from clothclf.modeling.models import load_model
 imported = time.perf_counter()
 model = load_model(sys.argv[1] + "/model.keras")
 loaded = time.perf_counter()
@@ -167,8 +168,8 @@ print(json.dumps({{
 BUILD_SCRIPT = """
 import json, sys
 from pathlib import Path
-from clothclf.export import export_tflite
-from clothclf.models import build_model
+from clothclf.serving.export import export_tflite
+from clothclf.modeling.models import build_model
 model_dir = Path(sys.argv[1])
 model_dir.mkdir(parents=True, exist_ok=True)
 model = build_model("mobilenet_v2", 10, 224, "imagenet")  # the shipped architecture, untrained head

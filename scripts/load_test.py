@@ -57,10 +57,11 @@ from websockets.sync.client import connect
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from clothclf.classify import classify_upload, display_name  # noqa: E402
+from clothclf.app.tables import display_name  # noqa: E402
+from clothclf.app.uploads import classify_upload  # noqa: E402
 from clothclf.config import Limits, Paths  # noqa: E402
 from clothclf.errors import ClothclfError  # noqa: E402
-from clothclf.predict import load_classifier  # noqa: E402
+from clothclf.serving.classifier import load_classifier  # noqa: E402
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -76,7 +76,7 @@ def tiny_run(tmp_path_factory, synthetic_dataset, session_cache) -> Path:
     """A complete head-only run folder (model.keras, features.tflite + head.npz, artifacts) of a 32 px MobileNetV2 without
     ImageNet weights, trained for a few head epochs on the synthetic dataset. Built once per session."""
     from clothclf.config import Paths
-    from clothclf.training import train
+    from clothclf.training.loop import train
 
     base = tmp_path_factory.mktemp("tiny_run")
     paths = Paths(base / "data", session_cache, base / "runs", base / "default")

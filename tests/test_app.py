@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from clothclf.datasets import create_dataset
-from clothclf.evaluation import evaluate_classifier
-from clothclf.predict import load_classifier
+from clothclf.data.datasets import create_dataset
+from clothclf.evaluation.evaluate import evaluate_classifier
 from clothclf.runs import read_csv, read_json, write_csv, write_json
+from clothclf.serving.classifier import load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 APP = PROJECT_ROOT / "streamlit_app.py"
@@ -213,7 +213,7 @@ def test_mistakes_without_the_dataset_offers_the_download(app, evaluated_model, 
         progress(100, 100)
         return Path(shutil.copytree(dataset, data_dir / "clothing-dataset-small"))
 
-    monkeypatch.setattr("clothclf.download.download_dataset", fake_download)
+    monkeypatch.setattr("clothclf.data.download.download_dataset", fake_download)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     at.switch_page("pages/mistakes.py").run()
     assert "not on this computer" in at.info[0].value

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from clothclf.app.jobs import current_job
 from clothclf.config import Paths
-from clothclf.jobs import current_job
 from clothclf.runs import list_runs, write_json
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import make_image
 
-from clothclf.archives import find_dataset_root, safe_extract_zip
 from clothclf.config import Limits
+from clothclf.data.archives import find_dataset_root, safe_extract_zip
 from clothclf.errors import DatasetError, LimitExceededError
 
 

@@ -8,11 +8,13 @@ import shutil
 import numpy as np
 import pytest
 
-from clothclf.calibration import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 from clothclf.cli import main
-from clothclf.evaluation import compute_metrics, prediction_rows, recalibrate_run
-from clothclf.predict import load_classifier
+from clothclf.evaluation.evaluate import recalibrate_run
+from clothclf.evaluation.metrics import compute_metrics
+from clothclf.evaluation.predictions import prediction_rows
 from clothclf.runs import read_json, write_csv, write_json
+from clothclf.serving.classifier import load_classifier
+from clothclf.training.calibration import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 
 NAMES = ("a", "b", "c", "d", "e")
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from clothclf.catalog import (
+from clothclf.app.models_list import (
     dataset_root_for,
     describe_model,
     evaluated_splits,
@@ -16,15 +16,11 @@ from clothclf.catalog import (
     image_path,
     list_models,
     models_table,
-    page_count,
-    page_of,
-    parse_top3,
-    per_class_rows,
-    prediction_arrays,
-    select_predictions,
 )
+from clothclf.app.tables import page_count, page_of, per_class_rows, select_predictions
 from clothclf.config import Paths
 from clothclf.errors import DatasetError
+from clothclf.evaluation.predictions import parse_top3, prediction_arrays
 from clothclf.runs import load_run, read_json, write_json
 
 ROWS = [

@@ -10,17 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clothclf.classify import (
-    classify_uploads,
-    display_name,
-    low_confidence,
-    preview,
-    results_csv,
-    results_table,
-    square_thumbnail,
-)
+from clothclf.app.tables import display_name, results_csv, results_table
+from clothclf.app.uploads import classify_uploads, low_confidence, preview, square_thumbnail
 from clothclf.config import Limits
-from clothclf.predict import Classifier, load_classifier
+from clothclf.serving.classifier import Classifier, load_classifier
 
 CLASSES = ("red", "green", "blue")
 

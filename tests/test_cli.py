@@ -14,7 +14,7 @@ import pytest
 from conftest import CLASSES, make_image
 
 from clothclf.cli import main
-from clothclf.predict import load_classifier
+from clothclf.serving.classifier import load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import CLASSES, make_image, write_dataset
 
-from clothclf.datasets import (
+from clothclf.data.datasets import (
     Split,
     class_weights,
     create_dataset,
@@ -154,7 +154,7 @@ def test_decode_split_skips_an_unreadable_file_with_one_warning(split_dataset, c
     broken.write_bytes(b"this is not a jpeg" * 10)
     dataset = create_dataset(split_dataset)
     assert broken in dataset.validation.files
-    with caplog.at_level(logging.WARNING, logger="clothclf.datasets"):
+    with caplog.at_level(logging.WARNING, logger="clothclf.data.datasets"):
         decoded = decode_split(dataset.validation, image_size=16, workers=2)
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and str(broken) in warnings[0].getMessage()

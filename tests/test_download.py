@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import CLASSES, write_dataset
 
-from clothclf.datasets import create_dataset
-from clothclf.download import download_dataset, download_with_progress_bar
+from clothclf.data.datasets import create_dataset
+from clothclf.data.download import download_dataset, download_with_progress_bar
 from clothclf.errors import DatasetError
 
 WRAPPER = "clothing-dataset-small-master"
@@ -135,7 +135,7 @@ def test_a_failed_forced_download_keeps_the_existing_dataset(tmp_path, server, d
 
 
 def test_progress_reports_increasing_bytes_and_the_total(tmp_path, server, dataset_zip, monkeypatch):
-    monkeypatch.setattr("clothclf.download.CHUNK_BYTES", 4096)
+    monkeypatch.setattr("clothclf.data.download.CHUNK_BYTES", 4096)
     calls: list[tuple[int, int | None]] = []
     download_dataset(
         tmp_path / "data",

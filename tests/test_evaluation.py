@@ -7,14 +7,14 @@ import math
 import numpy as np
 import pytest
 
-from clothclf.evaluation import (
+from clothclf.evaluation.metrics import (
     compute_metrics,
     confusion_matrix,
     expected_calibration_error,
     most_confused,
-    prediction_rows,
     reliability_table,
 )
+from clothclf.evaluation.predictions import prediction_rows
 
 NAMES = ("hat", "pants", "shoes", "skirt")
 # Four images: two right (hat, pants), shoes taken for pants, skirt taken for hat at 97% (skirt at 0).

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 
-from clothclf.datasets import create_dataset, decode_split
+from clothclf.data.datasets import create_dataset, decode_split
+from clothclf.data.features import cached_features, compute_features, extractor_digest, extractor_tflite
 from clothclf.errors import RunError
-from clothclf.export import export_head
-from clothclf.features import cached_features, compute_features, extractor_digest, extractor_tflite
-from clothclf.models import build_feature_extractor, build_head
-from clothclf.predict import DenseHead
+from clothclf.modeling.models import build_feature_extractor, build_head
+from clothclf.serving.export import export_head
+from clothclf.serving.runtime import DenseHead
 
 ATOL = 1e-4  # LiteRT (XNNPACK) and TensorFlow sum in different orders
 

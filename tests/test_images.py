@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
+from clothclf.data.images import describe, load_image
 from clothclf.errors import ClothclfError, InvalidImageError, LimitExceededError
-from clothclf.images import describe, load_image
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
 

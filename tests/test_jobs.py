@@ -1,6 +1,6 @@
 """Background training jobs: real child processes on the tiny synthetic dataset.
 
-Each test starts ``python -m clothclf.jobs`` children (tens of seconds each on two cores: importing
+Each test starts ``python -m clothclf.app.worker`` children (tens of seconds each on two cores: importing
 TensorFlow dominates) and polls their status files with timeouts, so nothing can hang.
 """
 
@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from conftest import long_config, tiny_config
 
+from clothclf.app.jobs import Job, JobStatus, current_job, start_job
+from clothclf.app.uploads import extract_uploaded_dataset
 from clothclf.config import Paths
 from clothclf.errors import ClothclfError, DatasetError
-from clothclf.jobs import Job, JobStatus, current_job, extract_uploaded_dataset, start_job
 from clothclf.runs import PARTIAL_PREFIX, list_runs, write_json
 
 TIMEOUT = 300  # seconds: generous for a loaded two-core machine; a healthy job needs well under this
@@ -66,7 +67,7 @@ def paths(tmp_path) -> Paths:
 
 
 def test_the_jobs_module_never_imports_tensorflow():
-    code = "import sys, clothclf.jobs; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    code = "import sys, clothclf.app.jobs; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
@@ -168,10 +169,10 @@ def test_a_failed_write_ends_the_job_with_a_clear_message(synthetic_dataset, pat
     hooks.mkdir()
     (hooks / "sitecustomize.py").write_text(
         "import errno\n"
-        "import clothclf.export\n\n"
+        "import clothclf.serving.export\n\n"
         "def full_disk(model, path):\n"
         "    raise OSError(errno.ENOSPC, 'No space left on device', str(path))\n\n"
-        "clothclf.export.export_tflite = clothclf.export.export_head = full_disk\n"
+        "clothclf.serving.export.export_tflite = clothclf.serving.export.export_head = full_disk\n"
     )
     monkeypatch.setenv("PYTHONPATH", str(hooks))
     job = start_job(tiny_config(synthetic_dataset, epochs=1), paths)

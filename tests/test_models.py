@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clothclf.models import BACKBONES, build_model, get_backbone_spec, load_model, unfreeze_top_layers
+from clothclf.modeling.models import (
+    BACKBONES,
+    build_model,
+    get_backbone_spec,
+    load_model,
+    unfreeze_top_layers,
+)
 
 # Smallest input each keras.applications backbone accepts (Xception needs >= 71 px).
 SIZES = {"xception": 71}

@@ -6,8 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from clothclf import plots
-from clothclf.evaluation import reliability_table
+from clothclf.evaluation import plots
+from clothclf.evaluation.metrics import reliability_table
 
 HISTORY = [
     {

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from clothclf.config import Paths
-from clothclf.datasets import create_dataset, decode_split
+from clothclf.data.datasets import create_dataset, decode_split
+from clothclf.data.images import load_image
 from clothclf.errors import InvalidImageError, RunError
-from clothclf.images import load_image
-from clothclf.predict import Classifier, Prediction, load_classifier
 from clothclf.runs import read_csv, read_json
+from clothclf.serving.classifier import Classifier, Prediction, load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-4  # LiteRT (XNNPACK) and TensorFlow sum in different orders; float32 noise is ~1e-6

@@ -25,10 +25,10 @@ from conftest import long_config
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from clothclf import jobs
-from clothclf.catalog import list_models
+from clothclf.app import jobs
+from clothclf.app.jobs import Job, JobStatus, current_job, start_job
+from clothclf.app.models_list import list_models
 from clothclf.config import Paths
-from clothclf.jobs import Job, JobStatus, current_job, start_job
 from clothclf.runs import PARTIAL_PREFIX, list_runs, read_json, write_json
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")

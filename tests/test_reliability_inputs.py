@@ -30,11 +30,11 @@ from conftest import CLASSES
 from PIL import Image, features
 from streamlit.testing.v1 import AppTest
 
-from clothclf.classify import UPLOAD_TYPES, classify_uploads
+from clothclf.app.jobs import current_job
+from clothclf.app.uploads import UPLOAD_TYPES, classify_uploads, extract_uploaded_dataset
 from clothclf.config import AugmentConfig, Limits, Paths, TrainConfig
 from clothclf.errors import ClothclfError, DatasetError, LimitExceededError
-from clothclf.jobs import current_job, extract_uploaded_dataset
-from clothclf.predict import Prediction, load_classifier
+from clothclf.serving.classifier import Prediction, load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 APP = str(PROJECT_ROOT / "streamlit_app.py")
@@ -45,7 +45,7 @@ PIXEL_LIMIT = f"over the limit of {LIMITS.max_pixels:,} pixels"
 
 def colour_model(base: Path, dataset: Path) -> Path:
     """The colour CNN under ``base``, trained on ``dataset`` the first time it is asked for."""
-    from clothclf.training import train
+    from clothclf.training.loop import train
 
     run_dir = base / "colour-model"
     if not (run_dir / "run.json").is_file():

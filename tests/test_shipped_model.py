@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from clothclf.datasets import scan_class_folder
-from clothclf.evaluation import evaluate_classifier
-from clothclf.predict import load_classifier
+from clothclf.data.datasets import scan_class_folder
+from clothclf.evaluation.evaluate import evaluate_classifier
 from clothclf.runs import load_run
+from clothclf.serving.classifier import load_classifier
 
 MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "default"
 

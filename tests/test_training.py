@@ -14,8 +14,8 @@ import pytest
 from conftest import tiny_config as conftest_tiny_config
 
 from clothclf.config import AugmentConfig, Paths, TrainConfig
-from clothclf.predict import load_classifier
 from clothclf.runs import list_runs, load_run
+from clothclf.serving.classifier import load_classifier
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,7 @@ def test_tiny_run_folder_is_complete(tiny_run):
 
 
 def test_two_phase_training_with_progress(synthetic_dataset, tmp_path):
-    from clothclf.training import train
+    from clothclf.training.loop import train
 
     events = []
     result = train(tiny_config(synthetic_dataset), tmp_path / "run", progress=events.append)
@@ -72,7 +72,7 @@ def test_two_phase_training_with_progress(synthetic_dataset, tmp_path):
 
 
 def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path, monkeypatch):
-    from clothclf.training import train
+    from clothclf.training.loop import train
 
     cache_dir = tmp_path / "own-cache"
     monkeypatch.setenv("CLOTHCLF_CACHE_DIR", str(cache_dir))
@@ -86,14 +86,14 @@ def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path, monkeypat
 
 
 def test_custom_cnn_trains_from_scratch(synthetic_dataset, tmp_path):
-    from clothclf.training import train
+    from clothclf.training.loop import train
 
     result = train(tiny_config(synthetic_dataset, backbone="custom_cnn", epochs=1), tmp_path / "cnn")
     assert [row["phase"] for row in load_run(result.run_dir).history()] == ["train"]
 
 
 def test_stop_event_cancels_and_saves_nothing(synthetic_dataset, tmp_path):
-    from clothclf.training import TrainingCancelled, train
+    from clothclf.training.loop import TrainingCancelled, train
 
     stop = threading.Event()
 
@@ -109,7 +109,7 @@ def test_stop_event_cancels_and_saves_nothing(synthetic_dataset, tmp_path):
 
 
 def test_invalid_config_is_a_value_error(synthetic_dataset):
-    from clothclf.training import train
+    from clothclf.training.loop import train
 
     with pytest.raises(ValueError, match="image_size"):
         train(tiny_config(synthetic_dataset, image_size=8))
@@ -122,7 +122,8 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from clothclf.config import TrainConfig
-from clothclf.training import make_strategy, train
+from clothclf.training.distributed import make_strategy
+from clothclf.training.loop import train
 assert make_strategy("mirrored").num_replicas_in_sync == 2
 r = train(TrainConfig(data_dir={str(synthetic_dataset)!r}, weights=None, image_size=32, batch_size=8,
           epochs=1, fine_tune_epochs=1, fine_tune_layers=5, strategy="mirrored"), {str(tmp_path / "m")!r})
@@ -157,7 +158,7 @@ def test_head_only_mobilenet_on_real_data(shared_dataset, tmp_path):
     """A short head-only MobileNetV2 run on the real dataset (ImageNet weights) learns the classes."""
     if not os.environ.get("KERAS_HOME"):
         pytest.skip("KERAS_HOME must point at a Keras cache with MobileNetV2 weights (../shared/keras)")
-    from clothclf.training import train
+    from clothclf.training.loop import train
 
     # 112 px is not a size Keras ships weights for, so it loads the 224 px file (the only one in ../shared).
     config = TrainConfig(data_dir=str(shared_dataset), image_size=112, epochs=3, head_only=True)

@@ -3,16 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from sklearn import metrics as skm
-
-from clothclf.calibration import apply_temperature, fit_temperature
-from clothclf.catalog import prediction_arrays
-from clothclf.datasets import Split, decode_split
-from clothclf.errors import DatasetError, RunError
-from clothclf.runs import read_csv, read_json, write_csv, write_json
 
 
 def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = 15) -> float:
@@ -117,80 +110,3 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
         },
         "confusion_matrix": confusion_matrix(y_true, y_pred, k).tolist(),
     }
-
-
-def prediction_rows(
-    files: Sequence[str | Path],
-    y_true: np.ndarray,
-    probs: np.ndarray,
-    class_names: Sequence[str],
-    root: str | Path | None = None,
-) -> list[dict]:
-    """One row per image: file (relative to ``root`` if given), true, predicted, confidence, correct, top-3."""
-    rows = []
-    for path, label, p in zip(files, y_true, probs):
-        order = np.argsort(-p)[:3]
-        name = str(Path(path).relative_to(root)) if root else str(path)
-        rows.append(
-            {
-                "file": name,
-                "true": class_names[int(label)],
-                "predicted": class_names[int(order[0])],
-                "confidence": float(p[order[0]]),
-                "correct": bool(int(label) == int(order[0])),
-                "top3": ";".join(f"{class_names[j]}:{p[j]:.4f}" for j in order),
-                **{f"p_{name_}": float(p[j]) for j, name_ in enumerate(class_names)},
-            }
-        )
-    return rows
-
-
-def evaluate_classifier(
-    classifier, split: Split, root: str | Path, batch_size: int = 32
-) -> tuple[dict, list[dict]]:
-    """Run ``classifier`` (see :mod:`clothclf.predict`) over ``split``; return (metrics, per-image rows).
-
-    Files that cannot be decoded are skipped (one warning) and listed under ``metrics["skipped"]``.
-    """
-    decoded = decode_split(split, classifier.image_size)
-    if not len(decoded.labels):
-        raise DatasetError("no readable images to evaluate")
-    probs = np.concatenate(
-        [
-            classifier.probabilities(decoded.images[i : i + batch_size])
-            for i in range(0, len(decoded.images), batch_size)
-        ]
-    )
-    names = classifier.class_names
-    metrics = compute_metrics(decoded.labels, probs, names)
-    metrics["skipped"] = list(decoded.skipped)
-    return metrics, prediction_rows(decoded.files, decoded.labels, probs, names, root=root)
-
-
-def recalibrate_run(model_dir: str | Path) -> tuple[float, float]:
-    """Fit a run's temperature again on its saved validation predictions and rescale every saved split.
-
-    For runs saved before calibration existed: the probabilities in ``predictions_*.csv`` are
-    rescaled and their ``metrics_*.json`` recomputed (the answers, and so accuracy, do not change), and
-    ``run.json`` records the new temperature. Returns (old, new) temperature.
-    """
-    model_dir = Path(model_dir)
-    validation = model_dir / "predictions_validation.csv"
-    if not validation.is_file() or not (model_dir / "run.json").is_file():
-        raise RunError(f"{model_dir}: needs run.json and predictions_validation.csv to calibrate")
-    class_names = read_json(model_dir / "class_names.json")
-    summary = read_json(model_dir / "run.json")
-    val_true, val_probs = prediction_arrays(read_csv(validation), class_names)
-    factor = fit_temperature(val_probs, val_true)
-    old = float(summary.get("temperature", 1.0))
-    new = old * factor
-    for predictions in sorted(model_dir.glob("predictions_*.csv")):
-        rows = read_csv(predictions)
-        y_true, probs = prediction_arrays(rows, class_names)
-        probs = apply_temperature(probs, factor)
-        write_csv(predictions, prediction_rows([r["file"] for r in rows], y_true, probs, class_names))
-        metrics_file = model_dir / f"metrics_{predictions.stem.removeprefix('predictions_')}.json"
-        saved = read_json(metrics_file) if metrics_file.is_file() else {}
-        write_json(metrics_file, {**saved, **compute_metrics(y_true, probs, class_names), "temperature": new})
-    write_json(model_dir / "run.json", {**summary, "temperature": new})
-    return old, new

@@ -22,10 +22,8 @@ import numpy as np
 import tensorflow as tf
 
 from clothclf import __version__
-from clothclf.calibration import apply_temperature, fit_temperature
-from clothclf.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
 from clothclf.config import Paths, TrainConfig
-from clothclf.datasets import (
+from clothclf.data.datasets import (
     Dataset,
     DecodedSplit,
     class_weights,
@@ -33,18 +31,22 @@ from clothclf.datasets import (
     dataset_fingerprint,
     decode_split,
 )
+from clothclf.data.features import cached_features, extractor_tflite
+from clothclf.data.pipeline import build_augmenter, make_dataset
 from clothclf.errors import RunError
-from clothclf.evaluation import compute_metrics, prediction_rows
-from clothclf.export import export_head, export_tflite
-from clothclf.features import cached_features, extractor_tflite
-from clothclf.models import (
+from clothclf.evaluation.metrics import compute_metrics
+from clothclf.evaluation.predictions import prediction_rows
+from clothclf.modeling.models import (
     build_feature_extractor,
     build_head,
     get_backbone_spec,
     unfreeze_top_layers,
 )
-from clothclf.pipeline import build_augmenter, make_dataset
 from clothclf.runs import atomic_run_dir, new_run_name, write_csv, write_json
+from clothclf.serving.export import export_head, export_tflite
+from clothclf.training.calibration import apply_temperature, fit_temperature
+from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
+from clothclf.training.distributed import make_strategy
 
 log = logging.getLogger(__name__)
 
@@ -62,16 +64,6 @@ class TrainResult:
     best_val_accuracy: float
     epochs: int
     seconds: float
-
-
-def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The default strategy, or MirroredStrategy over every GPU (else every logical CPU device)."""
-    if name == "default":
-        return tf.distribute.get_strategy()
-    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
-        d.name for d in tf.config.list_logical_devices("CPU")
-    ]
-    return tf.distribute.MirroredStrategy(devices=devices)
 
 
 def predict_arrays(model: keras.Model, images: np.ndarray, tta: bool, batch_size: int = 64) -> np.ndarray:
@@ -318,12 +310,12 @@ def save_run(
 ) -> dict:
     """Write every artifact of a trained model's run folder, given its validation probabilities.
 
-    A temperature is fitted on those probabilities (:mod:`clothclf.calibration`), recorded in
+    A temperature is fitted on those probabilities (:mod:`clothclf.training.calibration`), recorded in
     ``run.json`` and applied to the saved validation predictions, as serving applies it.
 
     The LiteRT model is ``model.tflite``, converted here (about 15 s), unless ``features_model`` is
     given: a head-only run ships its frozen extractor's cached LiteRT model as ``features.tflite`` and
-    its head as ``head.npz`` (see :class:`clothclf.predict.DenseHead`), and converts nothing.
+    its head as ``head.npz`` (see :class:`clothclf.serving.runtime.DenseHead`), and converts nothing.
     """
     temperature = fit_temperature(probs, labels)
     probs = apply_temperature(probs, temperature)

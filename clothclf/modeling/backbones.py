@@ -1,6 +1,6 @@
 """The backbone registry and where Keras caches their ImageNet weights. No TensorFlow here.
 
-The registry lives apart from :mod:`clothclf.models` so a light process (the Streamlit server, the
+The registry lives apart from :mod:`clothclf.modeling.models` so a light process (the Streamlit server, the
 CLI's argument parser) can list backbones and check for cached weights without importing Keras.
 """
 

@@ -1,19 +1,24 @@
-"""Classify a batch of uploaded photos with per-file errors and limits (no TensorFlow, no Streamlit)."""
+"""Uploads: a batch of photos classified with per-file errors and limits, and a zipped dataset extracted
+(no TensorFlow, no Streamlit)."""
 
 from __future__ import annotations
 
-import csv
-import io
+import secrets
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from clothclf.config import Limits
-from clothclf.errors import ClothclfError
-from clothclf.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
-from clothclf.predict import Classifier, Prediction
+from clothclf.config import Limits, Paths
+from clothclf.data.archives import DEFAULT_LIMITS, find_dataset_root, safe_extract_zip
+from clothclf.data.datasets import create_dataset
+from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
+from clothclf.errors import ClothclfError, DatasetError
+from clothclf.serving.classifier import Classifier, Prediction
 
 MB = 1024 * 1024
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
@@ -30,12 +35,6 @@ class UploadResult:
     @property
     def ok(self) -> bool:
         return self.prediction is not None
-
-
-def display_name(label: str) -> str:
-    """A class name as people write it: ``"t-shirt"`` -> ``"T-shirt"``, ``"long_sleeve"`` -> ``"Long sleeve"``."""
-    text = label.replace("_", " ")
-    return text[:1].upper() + text[1:]
 
 
 def classify_upload(
@@ -88,29 +87,17 @@ def low_confidence(prediction: Prediction, threshold: float) -> bool:
     return prediction.confidence < threshold
 
 
-def results_table(results: Sequence[UploadResult]) -> list[dict]:
-    """One row per file: name, label, confidence, the top-k as text, and the error (if any)."""
-    return [
-        {
-            "file": r.name,
-            "label": r.prediction.label if r.prediction else None,
-            "confidence": round(r.prediction.confidence, 4) if r.prediction else None,
-            "top_k": "; ".join(f"{label} {p:.1%}" for label, p in r.prediction.top_k) if r.prediction else "",
-            "error": r.error or "",
-        }
-        for r in results
-    ]
-
-
-def results_csv(results: Sequence[UploadResult]) -> str:
-    """The results as CSV text: the :func:`results_table` columns plus one probability column per class."""
-    classes = next((list(r.prediction.probabilities) for r in results if r.prediction), [])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer, fieldnames=["file", "label", "confidence", "top_k", "error", *(f"p_{c}" for c in classes)]
-    )
-    writer.writeheader()
-    for result, row in zip(results, results_table(results)):
-        probs = result.prediction.probabilities if result.prediction else {}
-        writer.writerow({**row, **{f"p_{c}": round(probs[c], 6) if c in probs else "" for c in classes}})
-    return buffer.getvalue()
+def extract_uploaded_dataset(source: IO[bytes], paths: Paths, limits: Limits = DEFAULT_LIMITS) -> Path:
+    """Extract an uploaded zip of class folders into a new ``<data_dir>/uploads/<id>`` folder and
+    return its dataset root. :class:`~clothclf.errors.DatasetError` (nothing kept) if it holds no
+    usable dataset; :class:`~clothclf.errors.LimitExceededError` if it breaks ``limits``."""
+    dest = paths.data_dir / "uploads" / secrets.token_hex(8)
+    try:
+        root = find_dataset_root(safe_extract_zip(source, dest, limits))
+        create_dataset(root)
+    except BaseException as exc:
+        shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise DatasetError(f"cannot extract the upload into {dest.parent}: {exc}") from exc
+        raise
+    return root

@@ -19,9 +19,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from clothclf.datasets import Dataset, decode_split
-from clothclf.export import export_tflite
-from clothclf.predict import LiteRTRunner, available_cpus
+from clothclf.data.datasets import Dataset, decode_split
+from clothclf.serving.export import export_tflite
+from clothclf.serving.runtime import LiteRTRunner, available_cpus
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 A dataset root holds ``train/``, ``validation/`` and ``test/`` folders of class subfolders, or is a
 single folder of class subfolders, which :func:`create_dataset` splits (stratified, seeded). No
-TensorFlow here: the tf.data side lives in :mod:`clothclf.pipeline`.
+TensorFlow here: the tf.data side lives in :mod:`clothclf.data.pipeline`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from clothclf.data.images import load_image
 from clothclf.errors import ClothclfError, DatasetError
-from clothclf.images import load_image
 
 log = logging.getLogger(__name__)
 

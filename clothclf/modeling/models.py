@@ -10,8 +10,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-# The registry is TF-free in clothclf.backbones; re-exported here for model-building callers.
-from clothclf.backbones import BACKBONES, BackboneSpec, get_backbone_spec  # noqa: F401
+# The registry is TF-free in clothclf.modeling.backbones; re-exported here for model-building callers.
+from clothclf.modeling.backbones import BACKBONES, BackboneSpec, get_backbone_spec  # noqa: F401
 
 
 @keras.saving.register_keras_serializable(package="clothclf")

@@ -1,7 +1,7 @@
 """Background training jobs: one at a time per runs folder, trained in a child process, watched through files.
 
-:func:`start_job` launches ``python -m clothclf.jobs <job folder>``. The child calls
-:func:`clothclf.training.train` and writes a status snapshot (atomically) as training goes, so the
+:func:`start_job` launches ``python -m clothclf.app.worker <job folder>``. The child
+(:mod:`clothclf.app.worker`) calls :func:`clothclf.training.loop.train` and writes a status snapshot (atomically) as training goes, so the
 caller never imports TensorFlow and a crashed or killed child cannot take it down. A job whose
 process is gone without a final status reads as failed; its half-written run stays a hidden
 ``.partial-*`` folder that :func:`clothclf.runs.list_runs` never shows, and the next start removes it.
@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import fcntl
-import logging
 import os
 import secrets
 import shutil
@@ -38,28 +37,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import Any
 
-from clothclf.archives import DEFAULT_LIMITS, find_dataset_root, safe_extract_zip
-from clothclf.backbones import get_backbone_spec
-from clothclf.config import Limits, Paths, TrainConfig
-from clothclf.datasets import create_dataset
-from clothclf.errors import ClothclfError, DatasetError, RunError
+from clothclf.config import Paths, TrainConfig
+from clothclf.data.datasets import create_dataset
+from clothclf.errors import ClothclfError, RunError
+from clothclf.modeling.backbones import get_backbone_spec
 from clothclf.runs import PARTIAL_PREFIX, new_run_name, read_json, write_json
-
-if TYPE_CHECKING:
-    from clothclf.callbacks import ProgressEvent
-
-log = logging.getLogger(__name__)
 
 JOBS_DIR = ".jobs"
 ACTIVE_STATES = frozenset({"starting", "running", "cancelling"})
-FIT_PHASES = frozenset({"head", "fine_tune", "train"})
 #: Job folders kept for inspection; older ones are deleted when a job starts.
 KEEP_JOBS = 10
 #: Least seconds between two status writes within one epoch.
-STATUS_INTERVAL = 0.5
-MAX_ERROR_CHARS = 600
 
 
 @dataclass(frozen=True)
@@ -259,7 +249,7 @@ def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path) -> Job:
     write_json(job.folder / "status.json", JobStatus(job_id, "starting", started=started).to_dict())
     with (job.folder / "output.log").open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "clothclf.jobs", str(job.folder)],
+            [sys.executable, "-m", "clothclf.app.worker", str(job.folder)],
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
@@ -275,7 +265,7 @@ def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path) -> Job:
 def _child_env() -> dict[str, str]:
     """This environment, with clothclf importable and TensorFlow's C++ logging quieter."""
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[1])
+    package_root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     env["PYTHONUNBUFFERED"] = "1"
@@ -316,133 +306,3 @@ def _prune_jobs(jobs_dir: Path, keep: int) -> None:
     folders = sorted(p for p in jobs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     for folder in folders[: max(len(folders) - keep, 0)]:
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def extract_uploaded_dataset(source: IO[bytes], paths: Paths, limits: Limits = DEFAULT_LIMITS) -> Path:
-    """Extract an uploaded zip of class folders into a new ``<data_dir>/uploads/<id>`` folder and
-    return its dataset root. :class:`~clothclf.errors.DatasetError` (nothing kept) if it holds no
-    usable dataset; :class:`~clothclf.errors.LimitExceededError` if it breaks ``limits``."""
-    dest = paths.data_dir / "uploads" / secrets.token_hex(8)
-    try:
-        root = find_dataset_root(safe_extract_zip(source, dest, limits))
-        create_dataset(root)
-    except BaseException as exc:
-        shutil.rmtree(dest, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise DatasetError(f"cannot extract the upload into {dest.parent}: {exc}") from exc
-        raise
-    return root
-
-
-# --- the child process -------------------------------------------------------------------------
-
-
-class _Reporter:
-    """The child's progress hook: writes status snapshots and turns a cancel request into ``stop``."""
-
-    def __init__(self, job: Job, stop: threading.Event, started: str):
-        self.job = job
-        self.stop = stop
-        self.started = started
-        self.last: JobStatus = JobStatus(job.id, "running", started=started)
-        self._written_at = 0.0
-        self._phase_start: tuple[str, float, float] | None = None  # (phase, elapsed, fraction)
-
-    def __call__(self, event: ProgressEvent) -> None:
-        if self.job.cancel_requested:
-            self.stop.set()
-        same_epoch = (event.phase, event.epoch) == (self.last.phase, self.last.epoch)
-        mid_epoch = 0 < event.batch < event.batches
-        eta = self._eta(event)
-        if same_epoch and mid_epoch and time.monotonic() - self._written_at < STATUS_INTERVAL:
-            return
-        self.update(
-            phase=event.phase,
-            epoch=event.epoch,
-            epochs=event.epochs,
-            batch=event.batch,
-            batches=event.batches,
-            fraction=event.fraction,
-            elapsed=event.elapsed,
-            eta=eta,
-            metrics=dict(event.metrics),
-            history=tuple(event.history),
-        )
-
-    def _eta(self, event: ProgressEvent) -> float | None:
-        """Seconds left at the pace of the current phase (its first event starts the clock)."""
-        if event.phase not in FIT_PHASES:
-            return None
-        if self._phase_start is None or self._phase_start[0] != event.phase:
-            self._phase_start = (event.phase, event.elapsed, event.fraction)
-        _, elapsed0, fraction0 = self._phase_start
-        if event.fraction <= fraction0:
-            return None
-        return (event.elapsed - elapsed0) / (event.fraction - fraction0) * (1.0 - event.fraction)
-
-    def update(self, **changes: Any) -> JobStatus:
-        self.last = dataclasses.replace(self.last, **changes)
-        write_json(self.job.folder / "status.json", self.last.to_dict())
-        self._written_at = time.monotonic()
-        return self.last
-
-
-def _describe_error(exc: Exception) -> str:
-    """A one-paragraph message: clothclf's own errors as they are, others with their type."""
-    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
-    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " … (see output.log)"
-
-
-def run_job(job: Job, stop: threading.Event) -> JobStatus:
-    """Train what ``job`` requests in this process, keeping its status up to date; return the final one."""
-    request = job.request()
-    reporter = _Reporter(job, stop, request["started"])
-    reporter.update(state="running", phase="starting")
-    try:
-        from clothclf.training import TrainingCancelled, train
-    except ImportError as exc:
-        return reporter.update(state="failed", error=f"cannot import the training code: {exc}")
-    try:
-        result = train(
-            TrainConfig.from_dict(request["config"]),
-            request["run_dir"],
-            paths=Paths(**{name: Path(value) for name, value in request["paths"].items()}),
-            progress=reporter,
-            stop=stop,
-        )
-    except TrainingCancelled:
-        return reporter.update(state="cancelled", eta=None)
-    except Exception as exc:
-        log.exception("training failed")
-        return reporter.update(state="failed", eta=None, error=_describe_error(exc))
-    return reporter.update(
-        state="finished",
-        phase="done",
-        fraction=1.0,
-        elapsed=result.seconds,
-        eta=0.0,
-        run_dir=str(result.run_dir),
-        metrics={"val_accuracy": result.val_accuracy, "best_val_accuracy": result.best_val_accuracy},
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m clothclf.jobs JOB_FOLDER``: the child process started by :func:`start_job`.
-
-    SIGTERM and SIGINT cancel the job after the current batch, like a cancel request.
-    """
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m clothclf.jobs JOB_FOLDER", file=sys.stderr)
-        return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    status = run_job(Job(Path(args[0])), stop)
-    log.info("job %s %s", status.job_id, status.state)
-    return 1 if status.state == "failed" else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,7 @@ import keras
 import numpy as np
 
 from clothclf.errors import RunError
-from clothclf.models import load_model
+from clothclf.modeling.models import load_model
 
 
 def export_tflite(model: keras.Model, path: str | Path) -> Path:
@@ -37,7 +37,7 @@ def export_run(model_dir: str | Path, overwrite: bool = False) -> Path:
 
 
 def export_head(head: keras.Model, path: str | Path) -> Path:
-    """Write a head built by :func:`clothclf.models.build_head` as ``head.npz`` for NumPy serving.
+    """Write a head built by :func:`clothclf.modeling.models.build_head` as ``head.npz`` for NumPy serving.
 
     Dropout is the identity at inference, so the head is its dense layers in order: ``kernel_i``,
     ``bias_i`` and the names of their activations.

@@ -1,7 +1,7 @@
 """Plotly figures of predictions, training histories and metrics.
 
 Every function takes plain arrays, dicts or tables (as saved in a run folder) and returns a
-``plotly.graph_objects.Figure``; the numbers are computed elsewhere (:mod:`clothclf.evaluation`).
+``plotly.graph_objects.Figure``; the numbers are computed elsewhere (:mod:`clothclf.evaluation.metrics`).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def confusion_heatmap(
 
 
 def reliability_diagram(table: Sequence[Mapping[str, float]]) -> go.Figure:
-    """Accuracy against mean confidence per confidence bin (:func:`clothclf.evaluation.reliability_table`).
+    """Accuracy against mean confidence per confidence bin (:func:`clothclf.evaluation.metrics.reliability_table`).
 
     Bars sit at each bin's range; the diagonal is perfect calibration. Bars below it mean the model
     is over-confident there.

@@ -1,4 +1,4 @@
-"""What the app can show: the models a session can pick, where their images are, and their predictions.
+"""What the app can show: the models a session can pick, where their images are, and their photos.
 
 Tables here are lists of dicts (no pandas) so any front end can render them. Nothing here imports
 TensorFlow or Streamlit.
@@ -11,10 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from clothclf.config import Paths
-from clothclf.datasets import IMAGE_EXTENSIONS
+from clothclf.data.datasets import IMAGE_EXTENSIONS
 from clothclf.errors import DatasetError
 from clothclf.runs import RunInfo, has_model, is_complete_run, list_runs, read_json
 
@@ -156,65 +154,3 @@ def example_photos(root: str | Path | None, limit: int = 6) -> list[Path]:
             if images:
                 picked[class_dir.name] = images[0]
     return list(picked.values())[:limit]
-
-
-def parse_top3(row: dict[str, str]) -> list[tuple[str, float]]:
-    """The ``top3`` column of a prediction row (``"shirt:0.8100;t-shirt:0.1200;..."``) as pairs."""
-    pairs = []
-    for item in row.get("top3", "").split(";"):
-        if item:
-            label, _, prob = item.rpartition(":")
-            pairs.append((label, float(prob)))
-    return pairs
-
-
-def prediction_arrays(
-    rows: Sequence[dict[str, str]], class_names: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Integer true labels and the (n, k) probability matrix stored in prediction rows."""
-    index = {name: i for i, name in enumerate(class_names)}
-    y_true = np.asarray([index[row["true"]] for row in rows], dtype=int)
-    probs = np.asarray(
-        [[float(row[f"p_{name}"]) for name in class_names] for row in rows], dtype=np.float64
-    ).reshape(len(rows), len(class_names))
-    return y_true, probs
-
-
-def select_predictions(
-    rows: Sequence[dict[str, str]],
-    *,
-    true: str | None = None,
-    predicted: str | None = None,
-    min_confidence: float = 0.0,
-    mistakes_only: bool = False,
-) -> list[dict[str, str]]:
-    """Prediction rows matching the filters (None = any class), most confident first."""
-    picked = [
-        row
-        for row in rows
-        if (true is None or row["true"] == true)
-        and (predicted is None or row["predicted"] == predicted)
-        and float(row["confidence"]) >= min_confidence
-        and not (mistakes_only and row["true"] == row["predicted"])
-    ]
-    return sorted(picked, key=lambda row: (-float(row["confidence"]), row["file"]))
-
-
-def page_of(items: Sequence[Any], page: int, per_page: int) -> list[Any]:
-    """Items of the 1-based ``page`` (clamped to the available pages)."""
-    pages = page_count(len(items), per_page)
-    page = min(max(page, 1), pages)
-    return list(items[(page - 1) * per_page : page * per_page])
-
-
-def page_count(n_items: int, per_page: int) -> int:
-    """How many pages ``n_items`` fill (at least 1)."""
-    return max(1, -(-n_items // per_page))
-
-
-def per_class_rows(metrics: dict) -> list[dict[str, Any]]:
-    """The per-class part of saved metrics as table rows (class, precision, recall, F1, support)."""
-    return [
-        {"class": name, **{key: values[key] for key in ("precision", "recall", "f1", "support")}}
-        for name, values in metrics["per_class"].items()
-    ]

@@ -1,7 +1,7 @@
 """Download the default dataset: clothing-dataset-small (CC0, 10 classes, train/validation/test).
 
 The archive is streamed to a hidden work folder inside the destination, extracted with
-:func:`clothclf.archives.safe_extract_zip`, checked with :func:`clothclf.datasets.create_dataset`
+:func:`clothclf.data.archives.safe_extract_zip`, checked with :func:`clothclf.data.datasets.create_dataset`
 and renamed into place, so the dataset folder is either complete or absent.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from clothclf import __version__
-from clothclf.archives import find_dataset_root, safe_extract_zip
 from clothclf.config import DATASET_NAME, Limits, Paths
-from clothclf.datasets import create_dataset
+from clothclf.data.archives import find_dataset_root, safe_extract_zip
+from clothclf.data.datasets import create_dataset
 from clothclf.errors import DatasetError
 
 DATASET_URL = "https://github.com/alexeygrigorev/clothing-dataset-small/archive/refs/heads/master.zip"

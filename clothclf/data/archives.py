@@ -17,7 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO
 
 from clothclf.config import Limits
-from clothclf.datasets import IMAGE_EXTENSIONS
+from clothclf.data.datasets import IMAGE_EXTENSIONS
 from clothclf.errors import DatasetError, LimitExceededError
 
 MB = 1024 * 1024

@@ -1,0 +1,86 @@
+"""Tables the app shows: prediction rows filtered and paged, per-class metrics, upload results as rows
+and CSV. Tables are lists of dicts (no pandas) so any front end can render them; no Streamlit here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from clothclf.app.uploads import UploadResult
+
+
+def select_predictions(
+    rows: Sequence[dict[str, str]],
+    *,
+    true: str | None = None,
+    predicted: str | None = None,
+    min_confidence: float = 0.0,
+    mistakes_only: bool = False,
+) -> list[dict[str, str]]:
+    """Prediction rows matching the filters (None = any class), most confident first."""
+    picked = [
+        row
+        for row in rows
+        if (true is None or row["true"] == true)
+        and (predicted is None or row["predicted"] == predicted)
+        and float(row["confidence"]) >= min_confidence
+        and not (mistakes_only and row["true"] == row["predicted"])
+    ]
+    return sorted(picked, key=lambda row: (-float(row["confidence"]), row["file"]))
+
+
+def page_of(items: Sequence[Any], page: int, per_page: int) -> list[Any]:
+    """Items of the 1-based ``page`` (clamped to the available pages)."""
+    pages = page_count(len(items), per_page)
+    page = min(max(page, 1), pages)
+    return list(items[(page - 1) * per_page : page * per_page])
+
+
+def page_count(n_items: int, per_page: int) -> int:
+    """How many pages ``n_items`` fill (at least 1)."""
+    return max(1, -(-n_items // per_page))
+
+
+def per_class_rows(metrics: dict) -> list[dict[str, Any]]:
+    """The per-class part of saved metrics as table rows (class, precision, recall, F1, support)."""
+    return [
+        {"class": name, **{key: values[key] for key in ("precision", "recall", "f1", "support")}}
+        for name, values in metrics["per_class"].items()
+    ]
+
+
+def display_name(label: str) -> str:
+    """A class name as people write it: ``"t-shirt"`` -> ``"T-shirt"``, ``"long_sleeve"`` -> ``"Long sleeve"``."""
+    text = label.replace("_", " ")
+    return text[:1].upper() + text[1:]
+
+
+def results_table(results: Sequence[UploadResult]) -> list[dict]:
+    """One row per file: name, label, confidence, the top-k as text, and the error (if any)."""
+    return [
+        {
+            "file": r.name,
+            "label": r.prediction.label if r.prediction else None,
+            "confidence": round(r.prediction.confidence, 4) if r.prediction else None,
+            "top_k": "; ".join(f"{label} {p:.1%}" for label, p in r.prediction.top_k) if r.prediction else "",
+            "error": r.error or "",
+        }
+        for r in results
+    ]
+
+
+def results_csv(results: Sequence[UploadResult]) -> str:
+    """The results as CSV text: the :func:`results_table` columns plus one probability column per class."""
+    classes = next((list(r.prediction.probabilities) for r in results if r.prediction), [])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=["file", "label", "confidence", "top_k", "error", *(f"p_{c}" for c in classes)]
+    )
+    writer.writeheader()
+    for result, row in zip(results, results_table(results)):
+        probs = result.prediction.probabilities if result.prediction else {}
+        writer.writerow({**row, **{f"p_{c}": round(probs[c], 6) if c in probs else "" for c in classes}})
+    return buffer.getvalue()

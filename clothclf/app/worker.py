@@ -1,0 +1,141 @@
+"""The child process of a training job: ``python -m clothclf.app.worker <job folder>``.
+
+Started by :func:`clothclf.app.jobs.start_job`; trains with :func:`clothclf.training.loop.train` and keeps
+the job's ``status.json`` up to date as training goes (see :mod:`clothclf.app.jobs` for the job folder).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from clothclf.app.jobs import Job, JobStatus
+from clothclf.config import Paths, TrainConfig
+from clothclf.runs import write_json
+
+if TYPE_CHECKING:
+    from clothclf.training.callbacks import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+FIT_PHASES = frozenset({"head", "fine_tune", "train"})
+#: Least seconds between two status writes within one epoch.
+STATUS_INTERVAL = 0.5
+MAX_ERROR_CHARS = 600
+
+
+class _Reporter:
+    """The child's progress hook: writes status snapshots and turns a cancel request into ``stop``."""
+
+    def __init__(self, job: Job, stop: threading.Event, started: str):
+        self.job = job
+        self.stop = stop
+        self.started = started
+        self.last: JobStatus = JobStatus(job.id, "running", started=started)
+        self._written_at = 0.0
+        self._phase_start: tuple[str, float, float] | None = None  # (phase, elapsed, fraction)
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if self.job.cancel_requested:
+            self.stop.set()
+        same_epoch = (event.phase, event.epoch) == (self.last.phase, self.last.epoch)
+        mid_epoch = 0 < event.batch < event.batches
+        eta = self._eta(event)
+        if same_epoch and mid_epoch and time.monotonic() - self._written_at < STATUS_INTERVAL:
+            return
+        self.update(
+            phase=event.phase,
+            epoch=event.epoch,
+            epochs=event.epochs,
+            batch=event.batch,
+            batches=event.batches,
+            fraction=event.fraction,
+            elapsed=event.elapsed,
+            eta=eta,
+            metrics=dict(event.metrics),
+            history=tuple(event.history),
+        )
+
+    def _eta(self, event: ProgressEvent) -> float | None:
+        """Seconds left at the pace of the current phase (its first event starts the clock)."""
+        if event.phase not in FIT_PHASES:
+            return None
+        if self._phase_start is None or self._phase_start[0] != event.phase:
+            self._phase_start = (event.phase, event.elapsed, event.fraction)
+        _, elapsed0, fraction0 = self._phase_start
+        if event.fraction <= fraction0:
+            return None
+        return (event.elapsed - elapsed0) / (event.fraction - fraction0) * (1.0 - event.fraction)
+
+    def update(self, **changes: Any) -> JobStatus:
+        self.last = dataclasses.replace(self.last, **changes)
+        write_json(self.job.folder / "status.json", self.last.to_dict())
+        self._written_at = time.monotonic()
+        return self.last
+
+
+def _describe_error(exc: Exception) -> str:
+    """A one-paragraph message: clothclf's own errors as they are, others with their type."""
+    text = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + " … (see output.log)"
+
+
+def run_job(job: Job, stop: threading.Event) -> JobStatus:
+    """Train what ``job`` requests in this process, keeping its status up to date; return the final one."""
+    request = job.request()
+    reporter = _Reporter(job, stop, request["started"])
+    reporter.update(state="running", phase="starting")
+    try:
+        from clothclf.training.loop import TrainingCancelled, train
+    except ImportError as exc:
+        return reporter.update(state="failed", error=f"cannot import the training code: {exc}")
+    try:
+        result = train(
+            TrainConfig.from_dict(request["config"]),
+            request["run_dir"],
+            paths=Paths(**{name: Path(value) for name, value in request["paths"].items()}),
+            progress=reporter,
+            stop=stop,
+        )
+    except TrainingCancelled:
+        return reporter.update(state="cancelled", eta=None)
+    except Exception as exc:
+        log.exception("training failed")
+        return reporter.update(state="failed", eta=None, error=_describe_error(exc))
+    return reporter.update(
+        state="finished",
+        phase="done",
+        fraction=1.0,
+        elapsed=result.seconds,
+        eta=0.0,
+        run_dir=str(result.run_dir),
+        metrics={"val_accuracy": result.val_accuracy, "best_val_accuracy": result.best_val_accuracy},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m clothclf.app.worker JOB_FOLDER``: the child process started by :func:`start_job`.
+
+    SIGTERM and SIGINT cancel the job after the current batch, like a cancel request.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m clothclf.app.worker JOB_FOLDER", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    status = run_job(Job(Path(args[0])), stop)
+    log.info("job %s %s", status.job_id, status.state)
+    return 1 if status.state == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

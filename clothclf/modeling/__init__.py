@@ -1,0 +1,1 @@
+"""Models: the backbone registry (``backbones``, TF-free) and the Keras model builders (``models``)."""
