@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,35 @@ def read_csv(path: Path) -> list[dict[str, str]]:
     """Rows of a CSV file as dicts of strings."""
     with Path(path).open(newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def write_evaluation(folder: Path, split: str, metrics: dict, predictions: list[dict]) -> None:
+    """Write the metrics (``metrics_<split>.json``) and per-image predictions (``predictions_<split>.csv``)
+    of one evaluated split into ``folder``."""
+    write_json(folder / f"metrics_{split}.json", metrics)
+    write_csv(folder / f"predictions_{split}.csv", predictions)
+
+
+def write_run(
+    work: Path,
+    *,
+    class_names: Sequence[str],
+    history: list[dict],
+    metrics: dict,
+    predictions: list[dict],
+    config: dict,
+    summary: dict,
+    split_record: dict | None = None,
+) -> None:
+    """Write a trained run's records into ``work``: class names, history, validation metrics and
+    predictions, the split, the config, and ``run.json`` last (the summary that marks it complete)."""
+    write_json(work / "class_names.json", list(class_names))
+    write_csv(work / "history.csv", history)
+    write_evaluation(work, "validation", metrics, predictions)
+    if split_record is not None:
+        write_json(work / "split.json", split_record)
+    write_json(work / "config.json", config)
+    write_json(work / "run.json", summary)
 
 
 def new_run_name(backbone: str) -> str:

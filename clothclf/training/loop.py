@@ -2,7 +2,10 @@
 
 ``train(config)`` writes a complete run folder (see :mod:`clothclf.runs`) and returns a
 :class:`TrainResult`. It reports progress through an optional hook and stops after the current batch
-when an optional ``threading.Event`` is set.
+when an optional ``threading.Event`` is set. It reads as its steps: build the model
+(:func:`clothclf.modeling.models.build_model`), fit the head on cached features, fit the backbone on
+images (fine-tuning, or the whole network when it trains from scratch), score the validation split,
+save the run.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ import platform
 import shutil
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -31,18 +33,13 @@ from clothclf.data.datasets import (
     dataset_fingerprint,
     decode_split,
 )
-from clothclf.data.features import cached_features, extractor_tflite
+from clothclf.data.features import Features, cached_features, extractor_tflite
 from clothclf.data.pipeline import build_augmenter, make_dataset
 from clothclf.errors import RunError
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
-from clothclf.modeling.models import (
-    build_feature_extractor,
-    build_head,
-    get_backbone_spec,
-    unfreeze_top_layers,
-)
-from clothclf.runs import atomic_run_dir, new_run_name, write_csv, write_json
+from clothclf.modeling.models import build_model, get_backbone_spec, unfreeze_top_layers
+from clothclf.runs import PARTIAL_PREFIX, atomic_run_dir, new_run_name, write_run
 from clothclf.serving.export import export_head, export_tflite
 from clothclf.training.calibration import apply_temperature, fit_temperature
 from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
@@ -64,6 +61,59 @@ class TrainResult:
     best_val_accuracy: float
     epochs: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What every step of one :func:`train` call shares: the config, the data, the folder being written,
+    the history so far, and how to report progress and notice a stop request."""
+
+    config: TrainConfig
+    paths: Paths
+    dataset: Dataset
+    fingerprint: str
+    work: Path
+    started: float
+    plan: tuple[tuple[str, int], ...]
+    progress: ProgressHook | None = None
+    stop: threading.Event | None = None
+    verbose: int = 0
+    history: list[dict] = field(default_factory=list)
+    decoded: dict[str, DecodedSplit] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.dataset.class_names)
+
+    @property
+    def total_epochs(self) -> int:
+        return sum(epochs for _, epochs in self.plan)
+
+    @property
+    def head_only(self) -> bool:
+        """Whether only the head is trained (on cached features), so the backbone stays as it came."""
+        return self.plan == (("head", self.config.epochs),)
+
+    def stopped(self) -> bool:
+        """Whether a stop was requested."""
+        return self.stop is not None and self.stop.is_set()
+
+    def announce(self, phase: str) -> None:
+        """Report a phase without batches (decoding, features, evaluating) to the progress hook."""
+        if self.progress is not None:
+            done = len(self.history) / max(self.total_epochs, 1)
+            elapsed = time.monotonic() - self.started
+            self.progress(ProgressEvent(phase, 0, 0, 0, 0, done, elapsed, {}, tuple(self.history)))
+
+    def images(self, split: str) -> DecodedSplit:
+        """The decoded images of ``split``, decoded once and kept for later phases."""
+        if split not in self.decoded:
+            self.decoded[split] = decode_split(self.dataset.split(split), self.config.image_size)
+        return self.decoded[split]
+
+    def sample_weights(self) -> dict[int, float] | None:
+        """Per-class loss weights (balanced), or None when the config turns them off."""
+        return class_weights(self.dataset.train, self.num_classes) if self.config.class_weights else None
 
 
 def predict_arrays(model: keras.Model, images: np.ndarray, tta: bool, batch_size: int = 64) -> np.ndarray:
@@ -89,16 +139,16 @@ def _learning_rate(config: TrainConfig, base_lr: float, epochs: int, steps: int)
     return base_lr
 
 
-def _callbacks(
-    config: TrainConfig, phase: str, history: list[dict], progress: ProgressCallback, work: Path
-) -> list[keras.callbacks.Callback]:
+def _callbacks(run: TrainingRun, phase: str) -> list[keras.callbacks.Callback]:
+    """The callbacks of one phase: history, early stopping, best checkpoint, LR plateau, TensorBoard, progress."""
+    config = run.config
     callbacks: list[keras.callbacks.Callback] = [
-        HistoryRecorder(history, phase),
+        HistoryRecorder(run.history, phase),
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True
         ),
         keras.callbacks.ModelCheckpoint(
-            str(work / f"best-{phase}.weights.h5"),
+            str(run.work / f"best-{phase}.weights.h5"),
             monitor="val_accuracy",
             mode="max",
             save_best_only=True,
@@ -112,7 +162,16 @@ def _callbacks(
             )
         )
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(work / "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.work / "tensorboard")))
+    progress = ProgressCallback(
+        run.progress,
+        run.stop,
+        phase=phase,
+        history=run.history,
+        epochs_before=len(run.history),
+        total_epochs=run.total_epochs,
+        started=run.started,
+    )
     callbacks.append(progress)  # last: sees the history row of the epoch that just ended
     return callbacks
 
@@ -132,13 +191,13 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _plan(config: TrainConfig) -> list[tuple[str, int]]:
+def _plan(config: TrainConfig) -> tuple[tuple[str, int], ...]:
     if not get_backbone_spec(config.backbone).pretrained:
-        return [("train", config.epochs)]
+        return (("train", config.epochs),)
     plan = [("head", config.epochs)]
     if not config.head_only and config.fine_tune_layers > 0:
         plan.append(("fine_tune", config.fine_tune_epochs))
-    return plan
+    return tuple(plan)
 
 
 def train(
@@ -154,161 +213,147 @@ def train(
     started = time.monotonic()
     config.validate()
     paths = paths or Paths.from_env()
-    spec = get_backbone_spec(config.backbone)
-    weights = config.weights if spec.pretrained else None
     keras.utils.set_random_seed(config.seed)
     dataset = create_dataset(config.data_dir, config.seed, config.val_fraction, config.test_fraction)
     fingerprint = dataset_fingerprint(dataset)
-    num_classes = len(dataset.class_names)
     out_dir = Path(out_dir) if out_dir else paths.runs_dir / new_run_name(config.backbone)
-    plan = _plan(config)
-    total_epochs = sum(epochs for _, epochs in plan)
-    history: list[dict] = []
-    sample_weights = class_weights(dataset.train, num_classes) if config.class_weights else None
-
-    def announce(phase: str) -> None:
-        if progress is not None:
-            done = len(history) / max(total_epochs, 1)
-            progress(ProgressEvent(phase, 0, 0, 0, 0, done, time.monotonic() - started, {}, tuple(history)))
-
     try:
         with atomic_run_dir(out_dir) as work:
-            strategy = make_strategy(config.strategy)
-            with strategy.scope():
-                extractor = build_feature_extractor(config.backbone, config.image_size, weights)
-                head = build_head(
-                    extractor.output_shape[-1], num_classes, config.dropout, config.hidden_units
-                )
-                pixels = keras.Input((config.image_size, config.image_size, 3), name="pixels")
-                model = keras.Model(pixels, head(extractor(pixels)), name=f"clothclf_{config.backbone}")
-
-            decoded: dict[str, DecodedSplit] = {}
-
-            def images_of(split: str):
-                if split not in decoded:
-                    decoded[split] = decode_split(dataset.split(split), config.image_size)
-                return decoded[split]
-
-            for phase, epochs in plan:
-                if stop is not None and stop.is_set():
-                    break
-                callback = ProgressCallback(
-                    progress,
-                    stop,
-                    phase=phase,
-                    history=history,
-                    epochs_before=len(history),
-                    total_epochs=total_epochs,
-                    started=started,
-                )
-                callbacks = _callbacks(config, phase, history, callback, work)
-                if phase == "head":
-                    announce("features")
-                    extractor_file = extractor_tflite(extractor, config.backbone, paths.cache_dir)
-                    cache = dict(cache_dir=paths.cache_dir, fingerprint=fingerprint)
-                    train_f = cached_features(extractor_file, dataset, "train", **cache)
-                    val_f = cached_features(extractor_file, dataset, "validation", **cache)
-                    steps = int(np.ceil(len(train_f.labels) / config.batch_size))
-                    with strategy.scope():
-                        _compile(
-                            head, _learning_rate(config, config.lr, epochs, steps), config.label_smoothing
-                        )
-                    eye = np.eye(num_classes, dtype=np.float32)
-                    head.fit(
-                        train_f.features,
-                        eye[train_f.labels],
-                        sample_weight=(
-                            np.asarray([sample_weights[int(y)] for y in train_f.labels], np.float32)
-                            if sample_weights
-                            else None
-                        ),
-                        validation_data=(val_f.features, eye[val_f.labels]),
-                        batch_size=config.batch_size,
-                        epochs=epochs,
-                        shuffle=True,
-                        callbacks=callbacks,
-                        verbose=verbose,
-                    )
-                else:
-                    announce("decoding")
-                    train_images, val_images = images_of("train"), images_of("validation")
-                    base_lr = config.lr if phase == "train" else config.fine_tune_lr
-                    with strategy.scope():
-                        if phase == "fine_tune":
-                            unfreeze_top_layers(model, config.fine_tune_layers)
-                        steps = int(np.ceil(len(train_images.labels) / config.batch_size))
-                        _compile(
-                            model, _learning_rate(config, base_lr, epochs, steps), config.label_smoothing
-                        )
-                    train_ds = make_dataset(
-                        train_images.images,
-                        train_images.labels,
-                        num_classes,
-                        config.batch_size,
-                        shuffle=True,
-                        augmenter=build_augmenter(config.augment, config.seed),
-                        sample_weights=sample_weights,
-                        seed=config.seed,
-                    )
-                    val_ds = make_dataset(
-                        val_images.images, val_images.labels, num_classes, config.batch_size
-                    )
-                    model.fit(
-                        train_ds,
-                        validation_data=val_ds,
-                        epochs=epochs,
-                        shuffle=False,  # the dataset shuffles itself
-                        callbacks=callbacks,
-                        verbose=verbose,
-                    )
-                for checkpoint in work.glob("best-*.weights.h5"):
-                    checkpoint.unlink()
-            if stop is not None and stop.is_set():
-                raise TrainingCancelled("training was cancelled")
-
-            announce("evaluating")
-            head_only = plan == [("head", config.epochs)]
-            if head_only and not config.tta:
-                # The cached validation features give the same probabilities, much faster.
-                files = tuple(dataset.root / f for f in val_f.files)
-                labels, probs = val_f.labels, head.predict(val_f.features, verbose=0)
-            else:
-                val = images_of("validation")
-                files, labels = val.files, val.labels
-                probs = predict_arrays(model, val.images, config.tta)
-            metrics = save_run(
-                work,
-                model,
-                config,
-                dataset,
-                fingerprint,
-                history,
-                files,
-                labels,
-                probs,
-                started,
-                features_model=extractor_file if head_only else None,
+            run = TrainingRun(
+                config, paths, dataset, fingerprint, work, started, _plan(config), progress, stop, verbose
             )
+            metrics = _train_and_save(run)
     except OSError as exc:
         raise RunError(f"could not write the run to {out_dir}: {exc}") from exc
-    best = max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
-    return TrainResult(out_dir, metrics["accuracy"], best, len(history), time.monotonic() - started)
+    best = _best_val_accuracy(run.history)
+    return TrainResult(out_dir, metrics["accuracy"], best, len(run.history), time.monotonic() - started)
 
 
-def save_run(
-    work: Path,
+def _train_and_save(run: TrainingRun) -> dict:
+    """The steps of :func:`train` inside its run folder; returns the saved validation metrics."""
+    strategy = make_strategy(run.config.strategy)
+    model = build(run, strategy)
+    features: Features | None = None
+    extractor_file: Path | None = None
+    for phase, epochs in run.plan:
+        if run.stopped():
+            break
+        if phase == "head":
+            extractor_file, features = fit_head(run, model, strategy, epochs)
+        else:
+            fit_backbone(run, model, strategy, phase, epochs)
+        for checkpoint in run.work.glob("best-*.weights.h5"):
+            checkpoint.unlink()
+    if run.stopped():
+        raise TrainingCancelled("training was cancelled")
+    run.announce("evaluating")
+    files, labels, probs = score(run, model, features)
+    return save(run, model, files, labels, probs, features_model=extractor_file if run.head_only else None)
+
+
+def build(run: TrainingRun, strategy: tf.distribute.Strategy) -> keras.Model:
+    """Step 1: the model (:func:`~clothclf.modeling.models.build_model`), built under ``strategy``."""
+    config = run.config
+    weights = config.weights if get_backbone_spec(config.backbone).pretrained else None
+    with strategy.scope():
+        return build_model(
+            config.backbone, run.num_classes, config.image_size, weights, config.dropout, config.hidden_units
+        )
+
+
+def fit_head(
+    run: TrainingRun, model: keras.Model, strategy: tf.distribute.Strategy, epochs: int
+) -> tuple[Path, Features]:
+    """Step 2: train the head on cached features of the frozen backbone.
+
+    Returns the extractor's LiteRT model and the validation features (head-only runs ship and score them).
+    """
+    config, head = run.config, model.get_layer("head")
+    callbacks = _callbacks(run, "head")
+    run.announce("features")
+    extractor_file = extractor_tflite(
+        model.get_layer("feature_extractor"), config.backbone, run.paths.cache_dir
+    )
+    cache = {"cache_dir": run.paths.cache_dir, "fingerprint": run.fingerprint}
+    train_f = cached_features(extractor_file, run.dataset, "train", **cache)
+    val_f = cached_features(extractor_file, run.dataset, "validation", **cache)
+    steps = int(np.ceil(len(train_f.labels) / config.batch_size))
+    with strategy.scope():
+        _compile(head, _learning_rate(config, config.lr, epochs, steps), config.label_smoothing)
+    weights = run.sample_weights()
+    eye = np.eye(run.num_classes, dtype=np.float32)
+    head.fit(
+        train_f.features,
+        eye[train_f.labels],
+        sample_weight=np.asarray([weights[int(y)] for y in train_f.labels], np.float32) if weights else None,
+        validation_data=(val_f.features, eye[val_f.labels]),
+        batch_size=config.batch_size,
+        epochs=epochs,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=run.verbose,
+    )
+    return extractor_file, val_f
+
+
+def fit_backbone(
+    run: TrainingRun, model: keras.Model, strategy: tf.distribute.Strategy, phase: str, epochs: int
+) -> None:
+    """Step 3: train on augmented images: the top backbone layers (``fine_tune``) or all (``train``)."""
+    config = run.config
+    callbacks = _callbacks(run, phase)
+    run.announce("decoding")
+    train_images, val_images = run.images("train"), run.images("validation")
+    base_lr = config.lr if phase == "train" else config.fine_tune_lr
+    with strategy.scope():
+        if phase == "fine_tune":
+            unfreeze_top_layers(model, config.fine_tune_layers)
+        steps = int(np.ceil(len(train_images.labels) / config.batch_size))
+        _compile(model, _learning_rate(config, base_lr, epochs, steps), config.label_smoothing)
+    train_ds = make_dataset(
+        train_images.images,
+        train_images.labels,
+        run.num_classes,
+        config.batch_size,
+        shuffle=True,
+        augmenter=build_augmenter(config.augment, config.seed),
+        sample_weights=run.sample_weights(),
+        seed=config.seed,
+    )
+    val_ds = make_dataset(val_images.images, val_images.labels, run.num_classes, config.batch_size)
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        shuffle=False,  # the dataset shuffles itself
+        callbacks=callbacks,
+        verbose=run.verbose,
+    )
+
+
+def score(
+    run: TrainingRun, model: keras.Model, features: Features | None
+) -> tuple[tuple[Path, ...], np.ndarray, np.ndarray]:
+    """Step 4: (files, labels, probabilities) of the validation split.
+
+    A head-only run without TTA scores its cached validation features: the same probabilities, much faster.
+    """
+    if run.head_only and not run.config.tta and features is not None:
+        files = tuple(run.dataset.root / f for f in features.files)
+        return files, features.labels, model.get_layer("head").predict(features.features, verbose=0)
+    val = run.images("validation")
+    return tuple(val.files), val.labels, predict_arrays(model, val.images, run.config.tta)
+
+
+def save(
+    run: TrainingRun,
     model: keras.Model,
-    config: TrainConfig,
-    dataset: Dataset,
-    fingerprint: str,
-    history: list[dict],
-    files: Sequence[Path],
+    files: tuple[Path, ...],
     labels: np.ndarray,
     probs: np.ndarray,
-    started: float,
     features_model: Path | None = None,
 ) -> dict:
-    """Write every artifact of a trained model's run folder, given its validation probabilities.
+    """Step 5: write the run folder, given the model's validation probabilities; return their metrics.
 
     A temperature is fitted on those probabilities (:mod:`clothclf.training.calibration`), recorded in
     ``run.json`` and applied to the saved validation predictions, as serving applies it.
@@ -317,71 +362,70 @@ def save_run(
     given: a head-only run ships its frozen extractor's cached LiteRT model as ``features.tflite`` and
     its head as ``head.npz`` (see :class:`clothclf.serving.runtime.DenseHead`), and converts nothing.
     """
+    class_names = run.dataset.class_names
     temperature = fit_temperature(probs, labels)
     probs = apply_temperature(probs, temperature)
-    metrics = {**compute_metrics(labels, probs, dataset.class_names), "temperature": temperature}
-    rows = prediction_rows(files, labels, probs, dataset.class_names, root=dataset.root)
-    best = max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
-    model.save(work / "model.keras")
+    metrics = {**compute_metrics(labels, probs, class_names), "temperature": temperature}
+    rows = prediction_rows(files, labels, probs, class_names, root=run.dataset.root)
+    model.save(run.work / "model.keras")
     if features_model is None:
-        export_tflite(model, work / "model.tflite")
+        export_tflite(model, run.work / "model.tflite")
     else:
-        shutil.copyfile(features_model, work / "features.tflite")
-        export_head(model.get_layer("head"), work / "head.npz")
-    _write_run(work, config, dataset, fingerprint, history, metrics, rows, time.monotonic() - started, best)
+        shutil.copyfile(features_model, run.work / "features.tflite")
+        export_head(model.get_layer("head"), run.work / "head.npz")
+    seconds = round(time.monotonic() - run.started, 1)
+    write_run(
+        run.work,
+        class_names=class_names,
+        history=run.history,
+        metrics=metrics,
+        predictions=rows,
+        config=_config_record(run, seconds),
+        summary=_summary(run, metrics, seconds),
+        split_record=run.dataset.split_record() if run.dataset.layout == "folder" else None,
+    )
     return metrics
 
 
-def _write_run(
-    work: Path,
-    config: TrainConfig,
-    dataset: Dataset,
-    fingerprint: str,
-    history: list[dict],
-    metrics: dict,
-    rows: list[dict],
-    seconds: float,
-    best_val_accuracy: float,
-) -> None:
-    write_json(work / "class_names.json", list(dataset.class_names))
-    write_csv(work / "history.csv", history)
-    write_json(work / "metrics_validation.json", metrics)
-    write_csv(work / "predictions_validation.csv", rows)
-    if dataset.layout == "folder":
-        write_json(work / "split.json", dataset.split_record())
-    write_json(
-        work / "config.json",
-        {
-            "train": config.to_dict(),
-            "dataset": {
-                "root": str(dataset.root),
-                "layout": dataset.layout,
-                "fingerprint": fingerprint,
-                "class_names": list(dataset.class_names),
-                "sizes": {s: len(dataset.split(s)) for s in ("train", "validation", "test")},
-            },
-            "seed": config.seed,
-            "epochs_run": len(history),
-            "seconds": round(seconds, 1),
-            "versions": _versions(),
+def _best_val_accuracy(history: list[dict]) -> float:
+    return max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
+
+
+def _config_record(run: TrainingRun, seconds: float) -> dict:
+    """What ``config.json`` records: every hyperparameter, the dataset, the seed, the library versions."""
+    dataset = run.dataset
+    return {
+        "train": run.config.to_dict(),
+        "dataset": {
+            "root": str(dataset.root),
+            "layout": dataset.layout,
+            "fingerprint": run.fingerprint,
+            "class_names": list(dataset.class_names),
+            "sizes": {s: len(dataset.split(s)) for s in ("train", "validation", "test")},
         },
-    )
-    write_json(
-        work / "run.json",
-        {
-            "name": work.name.removeprefix(".partial-"),
-            "status": "complete",
-            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "backbone": config.backbone,
-            "image_size": config.image_size,
-            "head_only": config.head_only,
-            "tta": config.tta,
-            "temperature": metrics["temperature"],
-            "num_classes": len(dataset.class_names),
-            "epochs": len(history),
-            "seconds": round(seconds, 1),
-            "val_accuracy": metrics["accuracy"],
-            "val_macro_f1": metrics["macro_f1"],
-            "best_val_accuracy": best_val_accuracy,
-        },
-    )
+        "seed": run.config.seed,
+        "epochs_run": len(run.history),
+        "seconds": seconds,
+        "versions": _versions(),
+    }
+
+
+def _summary(run: TrainingRun, metrics: dict, seconds: float) -> dict:
+    """What ``run.json`` records: the run's name, status and headline numbers."""
+    config = run.config
+    return {
+        "name": run.work.name.removeprefix(PARTIAL_PREFIX),
+        "status": "complete",
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "backbone": config.backbone,
+        "image_size": config.image_size,
+        "head_only": config.head_only,
+        "tta": config.tta,
+        "temperature": metrics["temperature"],
+        "num_classes": run.num_classes,
+        "epochs": len(run.history),
+        "seconds": seconds,
+        "val_accuracy": metrics["accuracy"],
+        "val_macro_f1": metrics["macro_f1"],
+        "best_val_accuracy": _best_val_accuracy(run.history),
+    }
