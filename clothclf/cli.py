@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -87,18 +88,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", type=Path, required=True, help="dataset root or folder of class folders")
     evaluate.add_argument("--split", default="test", help="split of a dataset root (default test)")
     evaluate.add_argument("--no-save", action="store_true", help="do not save metrics into the model folder")
-    evaluate.add_argument("--backend", choices=["auto", "litert", "keras"], default="auto")
+    evaluate.add_argument("--backend", choices=["auto", "litert", "litert-int8", "keras"], default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
-    predict = commands.add_parser("predict", help="classify image files")
+    predict = commands.add_parser("predict", help="classify photos, folders of photos or lists of paths")
     _add_model_arg(predict)
     predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--json", action="store_true", help="one JSON line per file")
-    predict.add_argument("files", nargs="+", type=Path)
+    predict.add_argument("--backend", choices=["auto", "litert", "litert-int8", "keras"], default="auto")
+    predict.add_argument("--json", action="store_true", help="one JSON line per file (without --out)")
+    predict.add_argument(
+        "--from-list", metavar="FILE", help="also the paths in FILE, one a line (- for stdin)"
+    )
+    predict.add_argument(
+        "--out", type=Path, help="write one row per photo to a .csv, .jsonl or .parquet file"
+    )
+    predict.add_argument("--resume", action="store_true", help="skip the photos already in --out")
+    predict.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="where to run (default local)"
+    )
+    predict.add_argument("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
+    predict.add_argument("files", nargs="*", metavar="PATH", help="photos or folders (searched recursively)")
 
     export = commands.add_parser("export", help="write model.tflite for a run that lacks it")
     _add_model_arg(export)
     export.add_argument("--force", action="store_true", help="overwrite an existing model.tflite")
+    export.add_argument(
+        "--int8",
+        action="store_true",
+        help="write model_int8.tflite: full-integer, calibrated on training photos",
+    )
+    export.add_argument(
+        "--data",
+        type=Path,
+        help="dataset whose training photos calibrate --int8 (default: the default dataset)",
+    )
 
     calibrate = commands.add_parser(
         "calibrate", help="fit a run's temperature on its validation predictions (for older runs)"
@@ -218,33 +241,58 @@ def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.serving.classifier import load_classifier
+class _PrintedRows:
+    """Rows printed as they come: JSON lines, or one line per photo for people (errors on stderr)."""
 
-    classifier = load_classifier(args.model)
-    failed = 0
-    for path in args.files:
-        try:
-            prediction = classifier.predict(path, top_k=args.top_k)
-        except ClothclfError as exc:
-            failed += 1
-            if args.json:
-                print(json.dumps({"file": str(path), "error": str(exc)}))
-            else:
-                print(f"{path}: error: {exc}", file=sys.stderr)
-            continue
-        if args.json:
-            print(json.dumps({"file": str(path), **prediction.to_dict()}))
+    done: frozenset[str] = frozenset()
+
+    def __init__(self, as_json: bool):
+        self._as_json = as_json
+
+    def write(self, row: dict) -> None:
+        if self._as_json:
+            print(json.dumps(row), flush=True)
+        elif "error" in row:
+            print(f"{row['file']}: error: {row['error']}", file=sys.stderr)
         else:
-            others = ", ".join(f"{label} {p:.1%}" for label, p in prediction.top_k[1:])
-            print(f"{path}: {prediction.label} ({prediction.confidence:.1%})  [{others}]")
-    return 1 if failed else 0
+            others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top_k"][1:])
+            print(f"{row['file']}: {row['label']} ({row['confidence']:.1%})  [{others}]", flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.serving.batch import predict_catalog
+
+    if not args.files and args.from_list is None:
+        raise ClothclfError("name photos or folders to classify, or --from-list FILE")
+    if args.resume and args.out is None:
+        raise ClothclfError("--resume needs --out (the file to continue)")
+    summary = predict_catalog(
+        args.files,
+        args.out if args.out is not None else _PrintedRows(args.json),
+        path_list=args.from_list,
+        model_dir=args.model,
+        backend=args.backend,
+        top_k=args.top_k,
+        resume=args.resume,
+        engine=args.engine,
+        ray_address=args.ray_address,
+        progress=args.out is not None and sys.stderr.isatty(),
+    )
+    print(f"clothclf: {summary.line()}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    return 1 if summary.failed else 0
 
 
 def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.serving.export import export_run
+    from clothclf.serving.export import export_run, export_run_int8
 
-    print(export_run(args.model or paths.default_model_dir, overwrite=args.force))
+    model_dir = args.model or paths.default_model_dir
+    if args.int8:
+        print(export_run_int8(model_dir, args.data or paths.default_dataset_dir, overwrite=args.force))
+    else:
+        print(export_run(model_dir, overwrite=args.force))
     return 0
 
 
@@ -318,3 +366,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clothclf: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `clothclf predict ... | head`: the reader left; stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0

@@ -45,6 +45,8 @@ TARGETS = {
     "cold_start_s": 2.0,
     "peak_rss_mb": 350.0,
 }
+#: Lower bounds: batch throughput against the model's own limit, and the CLI against predict_batch.
+MIN_TARGETS = {"batch_x_forward": 0.85, "cli_over_batch": 0.85}
 
 
 def timings_ms(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 5) -> dict[str, np.ndarray]:
@@ -266,11 +268,133 @@ def benchmark(model_dir: Path, data: bytes, repeats: int) -> dict:
     }
 
 
+# --- a catalog: many different photos, in this process and through the CLI --------------------------
+
+
+def catalog_photos(count: int) -> list[Path]:
+    """``count`` photos spread evenly over the default dataset (every split), or none without it."""
+    root = Paths.from_env().default_dataset_dir
+    found = sorted(root.rglob("*.jpg")) if root.is_dir() and count > 0 else []
+    return found[:: max(1, len(found) // count)][:count] if found else []
+
+
+def cli_photos_per_s(model_dir: Path, folder: Path, out: Path, count: int) -> tuple[float, float]:
+    """Photos/s of ``clothclf predict FOLDER --out x.csv`` over the whole process, and its peak RSS in MB."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(PROJECT_ROOT)}
+    command = [
+        sys.executable,
+        "-m",
+        "clothclf",
+        "predict",
+        "--model",
+        str(model_dir),
+        str(folder),
+        "--out",
+        str(out),
+    ]
+    script = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); print("
+        + _CHILD_RSS
+        + ")"
+    )
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", script, *command], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"clothclf predict failed:\n{done.stderr}")
+    return count / seconds, float(done.stdout.strip().splitlines()[-1])
+
+
+_CHILD_RSS = "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024"
+
+
+def catalog(model_dir: Path, photos: list[Path], turns: int = 3) -> dict:
+    """predict_batch and the CLI on the same photos, and the raw forward pass, taking turns.
+
+    Each turn times 50 raw forward passes (median), ``predict_batch`` over every photo, then a fresh
+    ``clothclf predict FOLDER --out x.csv`` process (start-up, listing and writing included); the
+    ratios are per turn, so load from other processes affects both sides of each alike.
+    """
+    threads = available_cpus()
+    classifier = load_classifier(model_dir, backend="litert", tta=False)
+    forward = raw_forward(model_dir, threads)
+    files = [str(p) for p in photos]
+    classifier.predict_batch(files[:32])
+    turns_out = []
+    with tempfile.TemporaryDirectory(prefix="clothclf-catalog-") as tmp:
+        folder = Path(tmp) / "photos"
+        folder.mkdir()
+        for i, photo in enumerate(photos):
+            (folder / f"{i:06d}{photo.suffix}").write_bytes(photo.read_bytes())
+        for turn in range(turns):
+            forward_ms = float(np.median(timings_ms({"forward": forward}, 50, warmup=3)["forward"]))
+            start = time.perf_counter()
+            classifier.predict_batch(files)
+            batch_rate = len(files) / (time.perf_counter() - start)
+            cli_rate, cli_rss = cli_photos_per_s(model_dir, folder, Path(tmp) / f"rows{turn}.csv", len(files))
+            turns_out.append(
+                {
+                    "forward_ms": forward_ms,
+                    "predict_batch_per_s": batch_rate,
+                    "cli_per_s": cli_rate,
+                    "cli_peak_rss_mb": cli_rss,
+                    "batch_x_forward": batch_rate * forward_ms / 1e3,
+                    "cli_over_batch": cli_rate / batch_rate,
+                }
+            )
+    median = {key: float(np.median([t[key] for t in turns_out])) for key in turns_out[0]}
+    return {"photos": len(files), "threads": threads, "turns": turns_out, "median": median}
+
+
 # --- report ------------------------------------------------------------------------------------------
 
 
 def check(value: float, target: float) -> str:
     return "yes" if value <= target else "**no**"
+
+
+def check_min(value: float, name: str) -> str:
+    return f">= {MIN_TARGETS[name]:.2f}: " + ("yes" if value >= MIN_TARGETS[name] else "**no**")
+
+
+def catalog_rows(lite: dict, catalog: dict | None) -> list[tuple[str, str, str]]:
+    """Throughput against the raw forward pass: one photo x 64, then a catalog of different photos."""
+    ratio = lite["images_per_s"]["predict_batch(64)"] * lite["forward"]["p50"] / 1e3
+    rows = [
+        (
+            "LiteRT, predict_batch(64) images/s x raw forward p50",
+            f"{ratio:.2f}",
+            check_min(ratio, "batch_x_forward"),
+        )
+    ]
+    if catalog:
+        m, n = catalog["median"], catalog["photos"]
+        turns = ", ".join(f"{t['batch_x_forward']:.2f}" for t in catalog["turns"])
+        cli = ", ".join(f"{t['cli_over_batch']:.2f}" for t in catalog["turns"])
+        rows += [
+            (
+                f"Catalog of {n} dataset photos: `predict_batch`",
+                f"{m['predict_batch_per_s']:.0f} photos/s",
+                "",
+            ),
+            (f"Catalog: raw forward p50, {catalog['threads']} threads", f"{m['forward_ms']:.1f} ms", ""),
+            (
+                "**Catalog: `predict_batch` photos/s x raw forward (median of turns)**",
+                f"{m['batch_x_forward']:.2f} (turns: {turns})",
+                check_min(m["batch_x_forward"], "batch_x_forward"),
+            ),
+            (
+                "Catalog: `clothclf predict FOLDER --out x.csv`, whole process",
+                f"{m['cli_per_s']:.0f} photos/s, peak RSS {m['cli_peak_rss_mb']:.0f} MB",
+                "",
+            ),
+            (
+                "**Catalog: CLI / `predict_batch` (median of turns)**",
+                f"{m['cli_over_batch']:.2f} (turns: {cli})",
+                check_min(m["cli_over_batch"], "cli_over_batch"),
+            ),
+        ]
+    return rows
 
 
 def ms(s: dict[str, float]) -> str:
@@ -304,6 +428,7 @@ def markdown(result: dict) -> str:
     rows += [
         (f"LiteRT throughput, {name}", f"{v:.0f} images/s", "") for name, v in lite["images_per_s"].items()
     ]
+    rows += catalog_rows(lite, result.get("catalog"))
     rows += [
         (
             "LiteRT, fresh process: import (numpy, Pillow, LiteRT) / load / first prediction",
@@ -360,6 +485,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", type=Path, help="photo to classify (default: see the module docstring)")
     parser.add_argument("--repeats", type=int, default=200, help="timed single-image calls")
     parser.add_argument("--no-keras", action="store_true", help="skip the Keras baseline")
+    parser.add_argument(
+        "--catalog-photos", type=int, default=1000, help="dataset photos for the catalog turns (0: skip)"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     args = parser.parse_args(argv)
 
@@ -391,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
             },
             "serve": run_script(SERVE_SCRIPT, str(model_dir), str(image)),
             "litert": benchmark(model_dir, data, args.repeats),
+            "catalog": catalog(model_dir, photos)
+            if (photos := catalog_photos(args.catalog_photos))
+            else None,
             "keras": None
             if args.no_keras or not (model_dir / "model.keras").is_file()
             else run_script(KERAS_SCRIPT, str(model_dir), str(image)),

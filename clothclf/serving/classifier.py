@@ -9,8 +9,11 @@ TensorFlow is imported).
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,9 +24,9 @@ from clothclf.errors import ClothclfError, RunError
 from clothclf.serving.runtime import DenseHead, FeaturesThenHead, KerasRunner, LiteRTRunner, available_cpus
 from clothclf.training.calibration import apply_temperature
 
-BACKENDS = ("auto", "litert", "keras")
-#: Images decoded and run together by :meth:`Classifier.predict_batch` (bounds memory for long lists).
-CHUNK_SIZE = 32
+BACKENDS = ("auto", "litert", "litert-int8", "keras")
+#: Images one worker of :meth:`Classifier.predict_stream` decodes and runs together.
+CHUNK_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -111,32 +114,62 @@ class Classifier:
         """Classify one image (path, bytes, file-like, PIL image or array)."""
         return self._prediction(self.probabilities(self.load(image)[None])[0], top_k)
 
+    def predict_stream(
+        self, images: Iterable[ImageInput], top_k: int = 3, workers: int | None = None
+    ) -> Iterator[Prediction | ClothclfError]:
+        """Classify a stream of images in order; an unreadable one yields its error and the others still run.
+
+        ``workers`` threads (default: one per CPU) each decode a chunk of ``CHUNK_SIZE`` images and run it
+        through the model, so one chunk's decoding overlaps another's forward pass (Pillow and LiteRT
+        release the GIL). At most ``2 * workers + 1`` chunks are in flight, so memory stays bounded
+        however long ``images`` is, and ``images`` is read lazily.
+        """
+        workers = workers or available_cpus()
+        chunks = _chunks(images, CHUNK_SIZE)
+        with ThreadPoolExecutor(workers, thread_name_prefix="clothclf-predict") as pool:
+            pending: deque[Future[list[Prediction | ClothclfError]]] = deque()
+            try:
+                for chunk in chunks:
+                    pending.append(pool.submit(self._try_chunk, chunk, top_k))
+                    if len(pending) > 2 * workers:
+                        yield from pending.popleft().result()
+                while pending:
+                    yield from pending.popleft().result()
+            finally:  # the consumer stopped early: do not decode what nobody will read
+                for future in pending:
+                    future.cancel()
+
+    def _try_chunk(self, images: Sequence[ImageInput], top_k: int) -> list[Prediction | ClothclfError]:
+        decoded: list[np.ndarray | ClothclfError] = []
+        for image in images:
+            try:
+                decoded.append(self.load(image))
+            except ClothclfError as exc:
+                decoded.append(exc)
+        good = [d for d in decoded if isinstance(d, np.ndarray)]
+        probs = iter(self.probabilities(np.stack(good)) if good else ())
+        return [d if isinstance(d, ClothclfError) else self._prediction(next(probs), top_k) for d in decoded]
+
     def predict_batch(self, images: Sequence[ImageInput], top_k: int = 3) -> list[Prediction]:
         """Classify several images; raises on the first that cannot be read."""
         results: list[Prediction] = []
-        for start in range(0, len(images), CHUNK_SIZE):
-            pixels = np.stack([self.load(image) for image in images[start : start + CHUNK_SIZE]])
-            results.extend(self._prediction(p, top_k) for p in self.probabilities(pixels))
+        for result in self.predict_stream(images, top_k):
+            if isinstance(result, ClothclfError):
+                raise result
+            results.append(result)
         return results
 
     def try_predict_batch(
         self, images: Sequence[ImageInput], top_k: int = 3
     ) -> list[Prediction | ClothclfError]:
         """Classify several images; an unreadable one yields its error and the others still run."""
-        results: list[Prediction | ClothclfError] = []
-        for start in range(0, len(images), CHUNK_SIZE):
-            decoded: list[np.ndarray | ClothclfError] = []
-            for image in images[start : start + CHUNK_SIZE]:
-                try:
-                    decoded.append(self.load(image))
-                except ClothclfError as exc:
-                    decoded.append(exc)
-            good = [d for d in decoded if isinstance(d, np.ndarray)]
-            probs = iter(self.probabilities(np.stack(good)) if good else ())
-            results.extend(
-                d if isinstance(d, ClothclfError) else self._prediction(next(probs), top_k) for d in decoded
-            )
-        return results
+        return list(self.predict_stream(images, top_k))
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _read_json(path: Path):
@@ -159,7 +192,8 @@ def load_classifier(
     """Load the classifier in ``model_dir`` (default: the shipped model).
 
     ``backend`` is ``"auto"`` (LiteRT when ``model.tflite`` exists, or ``features.tflite`` with
-    ``head.npz`` as head-only runs save, else Keras), ``"litert"`` or ``"keras"``. ``tta`` and
+    ``head.npz`` as head-only runs save, else Keras), ``"litert"``, ``"litert-int8"`` (the full-integer
+    ``model_int8.tflite`` that ``clothclf export --int8`` writes) or ``"keras"``. ``tta`` and
     ``temperature`` default to what the run recorded in ``run.json`` (no TTA, temperature 1 when
     absent). For LiteRT, ``num_threads`` (default: every available CPU) is per interpreter, and up to
     ``pool_size`` interpreters serve concurrent callers.
@@ -182,7 +216,14 @@ def load_classifier(
     if backend == "auto":
         backend = "litert" if tflite.is_file() or split_model else "keras"
     runner: LiteRTRunner | FeaturesThenHead | KerasRunner
-    if backend == "litert":
+    if backend == "litert-int8":
+        int8_file = model_dir / "model_int8.tflite"
+        if not int8_file.is_file():
+            raise RunError(
+                f"{model_dir}: no model_int8.tflite (run `clothclf export --int8 --model {model_dir}`)"
+            )
+        runner = LiteRTRunner(int8_file, num_threads or available_cpus(), pool_size)
+    elif backend == "litert":
         threads = num_threads or available_cpus()
         if tflite.is_file():
             runner = LiteRTRunner(tflite, threads, pool_size)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import keras
@@ -22,6 +24,57 @@ def export_tflite(model: keras.Model, path: str | Path) -> Path:
         model.export(str(tmp), format="litert", verbose=False)
     os.replace(tmp, path)
     return path
+
+
+#: Training photos whose activations calibrate an int8 model's quantization ranges.
+CALIBRATION_PHOTOS = 200
+
+
+def export_tflite_int8(model: keras.Model, path: str | Path, calibration: Iterable[np.ndarray]) -> Path:
+    """Write ``model`` as a full-integer LiteRT model at ``path`` (atomically) and return the path.
+
+    Weights and activations are int8 (input and output stay float32, so serving is unchanged); the
+    activations' ranges are calibrated on ``calibration``, decoded ``uint8`` images at the model's size.
+    """
+    import tensorflow as tf
+
+    path = Path(path)
+    with tempfile.TemporaryDirectory(prefix="clothclf-int8-") as saved:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.export(saved, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        data = converter.convert()
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.tflite")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def calibration_images(
+    data_dir: str | Path, size: int, count: int = CALIBRATION_PHOTOS
+) -> Iterator[np.ndarray]:
+    """``count`` photos spread evenly over the training split of ``data_dir``, decoded at ``size``."""
+    from clothclf.data.datasets import create_dataset
+    from clothclf.data.images import load_image
+
+    files = create_dataset(data_dir).train.files
+    for path in files[:: max(1, len(files) // count)][:count]:
+        yield load_image(path, size)
+
+
+def export_run_int8(model_dir: str | Path, data_dir: str | Path, overwrite: bool = False) -> Path:
+    """Add ``model_int8.tflite`` to a run folder with ``model.keras``, calibrated on ``data_dir``'s training photos."""
+    model_dir = Path(model_dir)
+    source, target = model_dir / "model.keras", model_dir / "model_int8.tflite"
+    if not source.is_file():
+        raise RunError(f"{model_dir}: no model.keras to quantize")
+    if target.is_file() and not overwrite:
+        return target
+    model = load_model(str(source))
+    return export_tflite_int8(model, target, calibration_images(data_dir, int(model.input_shape[1])))
 
 
 def export_run(model_dir: str | Path, overwrite: bool = False) -> Path:

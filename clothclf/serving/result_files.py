@@ -1,0 +1,198 @@
+"""Files of batch predictions: one row per photo in CSV, JSON lines or Parquet, written as the rows come.
+
+A row is ``{"file": ..., **Prediction.to_dict()}`` or ``{"file": ..., "error": ...}``. CSV and JSON-lines
+rows are flushed one by one, so a killed run keeps every row it wrote; resuming first cuts off a torn
+last line, then skips the files already there. Parquet cannot be appended to, so its rows go to a
+JSON-lines journal beside it (``.NAME.partial.jsonl``) and the Parquet file is rewritten, atomically,
+with the old rows and the journal's when the run ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Protocol
+
+from clothclf.errors import ClothclfError
+from clothclf.serving.classifier import Prediction
+
+SUFFIXES = (".csv", ".jsonl", ".parquet")
+#: Prediction fields left out of rows (every class's probability: ``top_k`` has the useful ones).
+OMITTED_FIELDS = frozenset({"probabilities"})
+# File names may hold bytes that are not UTF-8 (os.fsdecode gives surrogates): write them back as they were.
+_TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
+
+
+def columns() -> tuple[str, ...]:
+    """The columns of a CSV or Parquet file: the photo, every prediction field, the error."""
+    fields = (f.name for f in dataclasses.fields(Prediction) if f.name not in OMITTED_FIELDS)
+    return ("file", *fields, "error")
+
+
+class ResultFile(Protocol):
+    """Where rows go: ``done`` are the files already written (when resuming)."""
+
+    done: set[str]
+
+    def write(self, row: dict) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _cut_torn_tail(path: Path) -> None:
+    """Drop a last line without its newline (a run killed in the middle of a write)."""
+    with path.open("rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        if cut < 0 and size > len(tail):
+            raise ClothclfError(f"{path}: the last line is over 64 KB long; not a file clothclf wrote")
+        f.truncate(size - len(tail) + cut + 1)
+
+
+def _flat(value: object) -> object:
+    """A CSV/Parquet cell: lists and dicts as JSON text, missing values empty."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return "" if value is None else value
+
+
+class JsonLinesFile:
+    """One JSON object per line, exactly the ``clothclf predict --json`` lines."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.done: set[str] = set(_json_lines_files(path)) if resume and path.exists() else set()
+        self._file: IO[str] = path.open("a" if resume else "w", **_TEXT)
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps(row) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _json_lines_files(path: Path) -> Iterator[str]:
+    _cut_torn_tail(path)
+    with path.open(**_TEXT) as f:
+        for number, line in enumerate(f, 1):
+            try:
+                yield json.loads(line)["file"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ClothclfError(f"{path}:{number}: not a row clothclf wrote ({exc})") from exc
+
+
+class CsvFile:
+    """A header of :func:`columns`, then one row per photo."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.done: set[str] = set()
+        header = None
+        if resume and path.exists():
+            _cut_torn_tail(path)
+            with path.open(newline="", **_TEXT) as f:
+                reader = csv.DictReader(f)
+                header = tuple(reader.fieldnames or ())
+                self.done = {row["file"] for row in reader}
+            if header and header != columns():
+                raise ClothclfError(
+                    f"{path}: its columns ({', '.join(header)}) are not this version's ({', '.join(columns())}); "
+                    "write to a new file"
+                )
+        self._file: IO[str] = path.open("a" if resume else "w", newline="", **_TEXT)
+        self._writer = csv.DictWriter(self._file, fieldnames=columns())
+        if not header:
+            self._writer.writeheader()
+
+    def write(self, row: dict) -> None:
+        self._writer.writerow({name: _flat(row.get(name)) for name in columns()})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ParquetFile:
+    """Rows journaled as JSON lines, then written with the file's earlier rows as one Parquet file."""
+
+    def __init__(self, path: Path, resume: bool):
+        try:
+            import pyarrow.parquet
+        except ImportError as exc:
+            raise ClothclfError("writing .parquet needs pyarrow (pip install pyarrow)") from exc
+        self._pq, self._path = pyarrow.parquet, path
+        self._journal_path = path.with_name(f".{path.name}.partial.jsonl")
+        if not resume:
+            self._journal_path.unlink(missing_ok=True)
+        self._journal = JsonLinesFile(self._journal_path, resume)
+        self.done = self._journal.done
+        if resume and path.exists():
+            self.done |= set(self._pq.read_table(path, columns=["file"]).column("file").to_pylist())
+        self._resume = resume
+
+    def write(self, row: dict) -> None:
+        self._journal.write(row)
+
+    def close(self) -> None:
+        import pyarrow as pa
+
+        self._journal.close()
+        schema = pa.schema(
+            [(name, pa.float64() if name in _FLOAT_COLUMNS else pa.string()) for name in columns()]
+        )
+        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
+        with self._pq.ParquetWriter(tmp, schema) as writer:
+            if self._resume and self._path.exists():
+                for batch in self._pq.ParquetFile(self._path).iter_batches():
+                    writer.write_batch(batch.cast(schema))
+            for rows in _journal_chunks(self._journal_path):
+                cells = [{n: _parquet_cell(n, row.get(n)) for n in columns()} for row in rows]
+                writer.write_table(pa.Table.from_pylist(cells, schema=schema))
+        os.replace(tmp, self._path)
+        self._journal_path.unlink()
+
+
+#: Parquet columns stored as numbers (the prediction's float fields); every other one is text (lists as JSON).
+_FLOAT_COLUMNS = frozenset(
+    f.name for f in dataclasses.fields(Prediction) if str(f.type).replace(" ", "") in ("float", "float|None")
+)
+
+
+def _parquet_cell(name: str, value: object) -> object:
+    if value is None or name in _FLOAT_COLUMNS:
+        return value
+    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+
+
+def _journal_chunks(path: Path, size: int = 10_000) -> Iterator[list[dict]]:
+    rows: list[dict] = []
+    with path.open(**_TEXT) as f:
+        for line in f:
+            rows.append(json.loads(line))
+            if len(rows) == size:
+                yield rows
+                rows = []
+    if rows:
+        yield rows
+
+
+def open_result_file(path: str | os.PathLike, resume: bool = False) -> ResultFile:
+    """A CSV, JSON-lines or Parquet file by suffix; refuses to overwrite an existing one unless resuming."""
+    path = Path(path)
+    kinds = {".csv": CsvFile, ".jsonl": JsonLinesFile, ".parquet": ParquetFile}
+    if path.suffix.lower() not in kinds:
+        raise ClothclfError(f"{path}: the output must end in {', '.join(SUFFIXES)}")
+    if path.exists() and not resume:
+        raise ClothclfError(f"{path} exists: add --resume to continue it, or choose a new file")
+    if not path.parent.is_dir():
+        raise ClothclfError(f"{path.parent}: no such folder")
+    return kinds[path.suffix.lower()](path, resume)

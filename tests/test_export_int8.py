@@ -1,0 +1,34 @@
+"""The full-integer LiteRT variant: exported from a run's Keras model, calibrated on its training photos."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clothclf.cli import main
+from clothclf.errors import RunError
+from clothclf.serving.classifier import load_classifier
+
+
+@pytest.mark.slow
+def test_export_int8_serves_the_same_answers(tiny_run, synthetic_dataset, tmp_path, capsys):
+    model = Path(shutil.copytree(tiny_run, tmp_path / "model"))
+    with pytest.raises(RunError, match="export --int8"):
+        load_classifier(model, backend="litert-int8")
+    assert main(["export", "--int8", "--model", str(model), "--data", str(synthetic_dataset)]) == 0
+    assert capsys.readouterr().out.strip() == str(model / "model_int8.tflite")
+
+    files = sorted(str(p) for p in (synthetic_dataset / "test").rglob("*.png"))
+    int8 = load_classifier(model, backend="litert-int8")
+    reference = load_classifier(model, backend="keras")
+    quantized, exact = int8.predict_batch(files), reference.predict_batch(files)
+    assert int8.backend == "litert-int8"
+    agree = np.mean([a.label == b.label for a, b in zip(quantized, exact)])
+    assert agree >= 0.75, agree  # int8 rounding may flip a borderline photo, not the model
+    for prediction in quantized:
+        assert sum(prediction.probabilities.values()) == pytest.approx(
+            1.0, abs=0.02
+        )  # outputs in steps of 1/256
