@@ -59,11 +59,14 @@ class Paths:
 
 @dataclass(frozen=True)
 class Limits:
-    """What a visitor may send: per-file size, pixels, files per batch, and uploaded dataset zips."""
+    """What a visitor may send: per-file size, pixels, files and megabytes per batch, and uploaded
+    dataset zips. ``max_batch_mb`` keeps one visitor's photos (held by the server while shown) well
+    inside a 1 GB container: 20 camera photos fit."""
 
     max_upload_mb: int = 20
     max_pixels: int = 50_000_000
     max_files_per_batch: int = 50
+    max_batch_mb: int = 200
     max_zip_mb: int = 200
     max_zip_uncompressed_mb: int = 1024
     max_zip_entries: int = 20_000

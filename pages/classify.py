@@ -10,7 +10,9 @@ from clothclf.app.models_list import dataset_root_for, describe_model, example_p
 from clothclf.app.tables import display_name, results_csv, results_table
 from clothclf.app.uploads import (
     UPLOAD_TYPES,
+    Upload,
     UploadResult,
+    batch_limits_text,
     classify_uploads,
     low_confidence,
     preview,
@@ -32,27 +34,33 @@ TOP_K = 3
 EXAMPLE_KEY = "classify_example"
 
 
+# Uploads are cached by their id (the server holds their bytes once; nothing is copied or hashed).
 @st.cache_data(show_spinner="Classifying…", max_entries=16)
-def classify(model_dir: str, uploads: tuple[tuple[str, bytes], ...]) -> list[UploadResult]:
-    return classify_uploads(cached_classifier(model_dir), uploads, LIMITS, TOP_K)
+def classify(model_dir: str, keys: tuple[str, ...], _uploads: list[tuple[str, Upload]]) -> list[UploadResult]:
+    return classify_uploads(cached_classifier(model_dir), _uploads, LIMITS, TOP_K)
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def photo(data: bytes):
-    return preview(data, 640, LIMITS.max_pixels)
+@st.cache_data(show_spinner=False, max_entries=8)
+def photo(key: str, _data: Upload):
+    return preview(_data, 640, LIMITS.max_pixels)
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
-def thumbnail(data: bytes):
-    return square_thumbnail(data, 240, LIMITS.max_pixels)
+@st.cache_data(show_spinner=False, max_entries=64)
+def thumbnail(key: str, _data: Upload):
+    return square_thumbnail(_data, 240, LIMITS.max_pixels)
 
 
-def show_one(result: UploadResult, data: bytes, threshold: float, n_classes: int) -> None:
+def upload_key(data: Upload) -> str:
+    """What identifies an upload for the caches: the uploader's file id, or the example's path."""
+    return getattr(data, "file_id", None) or str(data)
+
+
+def show_one(result: UploadResult, data: Upload, threshold: float, n_classes: int) -> None:
     if not result.ok:
         st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
         return
     photo_col, answer = st.columns([2, 3], gap="large")
-    photo_col.image(photo(data), caption=result.name, width="stretch")
+    photo_col.image(photo(upload_key(data), data), caption=result.name, width="stretch")
     with answer:
         prediction = result.prediction
         st.caption("This looks like")
@@ -65,7 +73,7 @@ def show_one(result: UploadResult, data: bytes, threshold: float, n_classes: int
         )
 
 
-def show_many(results: list[UploadResult], uploads: list[tuple[str, bytes]], threshold: float) -> None:
+def show_many(results: list[UploadResult], uploads: list[tuple[str, Upload]], threshold: float) -> None:
     failed = [r for r in results if not r.ok]
     for result in failed:
         st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
@@ -76,7 +84,7 @@ def show_many(results: list[UploadResult], uploads: list[tuple[str, bytes]], thr
         for column, (result, data) in zip(st.columns(per_row), ok[start : start + per_row]):
             prediction = result.prediction
             unsure = " · not sure" if low_confidence(prediction, threshold) else ""
-            column.image(thumbnail(data), width="stretch")
+            column.image(thumbnail(upload_key(data), data), width="stretch")
             column.markdown(f"**{display_name(prediction.label)}** · {prediction.confidence:.0%}{unsure}")
             column.caption(result.name)
     st.subheader("All results", anchor=False)
@@ -119,7 +127,7 @@ with upload_col:
         type=list(UPLOAD_TYPES),
         accept_multiple_files=True,
         max_upload_size=LIMITS.max_upload_mb,
-        help=f"Up to {LIMITS.max_files_per_batch} photos at once, {LIMITS.max_upload_mb} MB each.",
+        help=batch_limits_text(LIMITS),
     )
 with options_col:
     threshold = st.slider(
@@ -134,9 +142,9 @@ with options_col:
     use_camera = st.toggle("Take a photo with the camera")
     shot = st.camera_input("Camera", label_visibility="collapsed") if use_camera else None
 
-uploads = [(f.name, f.getvalue()) for f in files or []]
+uploads: list[tuple[str, Upload]] = [(f.name, f) for f in files or []]
 if shot is not None:
-    uploads.append(("camera photo", shot.getvalue()))
+    uploads.append(("camera photo", shot))
 
 if not uploads:
     entry = describe_model(model_dir)
@@ -149,11 +157,11 @@ if not uploads:
                 st.session_state[EXAMPLE_KEY] = str(path)
     chosen = st.session_state.get(EXAMPLE_KEY)
     if chosen and Path(chosen).is_file():
-        uploads = [(Path(chosen).name, Path(chosen).read_bytes())]
+        uploads = [(Path(chosen).name, Path(chosen))]
 
 if uploads:
     st.divider()
-    results = classify(model_dir, tuple(uploads))
+    results = classify(model_dir, tuple(upload_key(data) for _, data in uploads), uploads)
     if len(uploads) == 1:
         show_one(results[0], uploads[0][1], threshold, len(classifier.class_names))
     else:

@@ -66,6 +66,33 @@ def test_too_big_too_many_pixels_and_too_many_files_say_the_limit():
     assert "at most 2 files" in results[2].error and not results[2].ok
 
 
+def test_batch_total_and_count_limits_refuse_files_before_reading_them():
+    limits = Limits(max_files_per_batch=3, max_batch_mb=1)
+    half = png_bytes((250, 0, 0)) + bytes(600 * 1024)  # Pillow ignores the tail
+
+    class Unreadable(io.BytesIO):
+        def read(self, *args):  # a refused file is never read
+            raise AssertionError("read a refused file")
+
+    uploads = [("a.png", io.BytesIO(half)), ("b.png", Unreadable(half)), ("c.png", png_bytes((0, 0, 250)))]
+    uploads.append(("d.png", Unreadable(png_bytes((0, 250, 0)))))
+    results = classify_uploads(mean_colour_classifier(), uploads, limits)
+    assert [r.ok for r in results] == [True, False, True, False]
+    assert "over 1 MB in total" in results[1].error and "1 MB in total." in results[1].error
+    assert "at most 3 files per batch" in results[3].error and "Up to 3 photos at once" in results[3].error
+
+
+def test_uploads_are_read_in_place_and_can_be_shown_after_classifying(tmp_path):
+    upload = io.BytesIO(png_bytes((0, 0, 250), (60, 30)))
+    path = tmp_path / "example.png"
+    path.write_bytes(upload.getvalue())
+    results = classify_uploads(mean_colour_classifier(), [("u.png", upload), ("p.png", path)], Limits())
+    assert [r.prediction.label for r in results] == ["blue", "blue"]
+    assert preview(upload, 40).shape == (20, 40, 3)  # the classified upload reads whole again
+    assert square_thumbnail(upload, 10).shape == (10, 10, 3)
+    assert not upload.closed
+
+
 def test_low_confidence_compares_with_the_threshold():
     [result] = classify_uploads(mean_colour_classifier(), [("x.png", png_bytes((90, 80, 85)))], Limits())
     assert low_confidence(result.prediction, 0.5)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from clothclf.data.images import describe, load_image
+from clothclf.data import images
+from clothclf.data.images import FORMATS, MAX_DECODE_MB, describe, load_image, load_preview
 from clothclf.errors import ClothclfError, InvalidImageError, LimitExceededError
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -41,15 +42,18 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
     return buffer.getvalue()
 
 
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid-header grayscale PNG of ``width x height`` whose data covers only a few rows (a few KB)."""
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    data = zlib.compress(b"\0" * (width + 1) * 64, 9)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+def png_bomb(width: int, height: int, colour_type: int = 0) -> bytes:
+    """A valid-header 8-bit PNG of ``width x height`` (grey, or RGB with ``colour_type=2``) whose data
+    covers only a few rows (a few KB)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
+    data = zlib.compress(b"\0" * (width * (3 if colour_type == 2 else 1) + 1) * 64, 9)
+    return (
+        b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", data) + png_chunk(b"IEND", b"")
+    )
 
 
 def assert_close(actual: np.ndarray, colour, tolerance: int = 12) -> None:
@@ -340,3 +344,144 @@ def test_describe():
     named.name = "upload.png"
     assert describe(named) == "upload.png"
     assert describe(np.zeros(1)) == "<ndarray>"
+
+
+# --- bounded memory: reduce before converting, refuse what would not fit ----------------------------
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P", "I;16", "I", "F", "1", "CMYK"])
+def test_large_images_are_converted_in_bands_and_reduced_exactly(monkeypatch, mode):
+    """Converting band by band and box-reducing each band gives exactly what converting the whole
+    image and then reducing it gives (the reference below), for every mode."""
+    rng = np.random.default_rng(3)
+    array = rng.integers(0, 255, (900, 1000, 4), dtype=np.uint8)
+    base = Image.fromarray(array, "RGBA")
+    source = {
+        "P": base.convert("RGB").quantize(64),
+        "I;16": Image.fromarray(array[..., 0].astype(np.uint16) * 257),
+        "I": Image.fromarray(array[..., 0].astype(np.int32) * 200),
+        "F": Image.fromarray(array[..., 0].astype(np.float32) / 1.5),
+    }.get(mode) or base.convert(mode)
+    if mode == "P":
+        source.info["transparency"] = 3
+    monkeypatch.setattr(images, "_BAND_PIXELS", 7 * 1000)  # many bands, the last one partial
+    factor = 1000 // (2 * 224)
+    assert factor == 2
+    peak = float(source.getextrema()[1]) if mode == "I" else 0.0
+    expected = images._to_rgb(source.copy(), peak).reduce(factor).resize((224, 224), images.RESAMPLE)
+    np.testing.assert_array_equal(load_image(source, 224), np.asarray(expected))
+
+
+def test_small_images_decode_as_before(tmp_path):
+    """Below twice the target size nothing is reduced: the result is the plain convert-and-resize."""
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 255, (400, 440, 4), dtype=np.uint8))
+    path = tmp_path / "cutout.png"
+    image.save(path)
+    expected = images._to_rgb(image).resize((224, 224), images.RESAMPLE)
+    np.testing.assert_array_equal(load_image(path, 224), np.asarray(expected))
+
+
+def test_colour_image_needing_too_much_memory_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "wide.png"
+    path.write_bytes(png_bomb(6000, 6000, colour_type=2))  # 36 MP: 137 MB once decoded as RGB
+    with pytest.raises(
+        LimitExceededError, match=f"wide.png: 6000x6000 RGB pixels need 137 MB .* {MAX_DECODE_MB} MB"
+    ):
+        load_image(path, 224)
+    grey = tmp_path / "grey.png"
+    grey.write_bytes(png_bomb(6000, 6000))  # the same size in grey needs 34 MB: decoded
+    assert load_image(grey, 224).shape == (224, 224, 3)
+
+
+def test_previews_keep_the_aspect_ratio_and_orientation(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "phone.jpg"
+    halves(3000, 1500).save(path, exif=exif, quality=95)
+    pixels = load_preview(path, 300)
+    assert pixels.shape == (300, 150, 3)  # portrait once rotated, long side 300
+    assert_close(pixels[20:130, 40:110], RED)
+    assert load_preview(path, 120, square=True).shape == (120, 120, 3)
+    assert load_preview(encode(halves(40, 20), "PNG"), 300).shape == (20, 40, 3)  # never enlarged
+
+
+# --- only the listed formats, and every error contained ------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["PCX", "TGA", "PPM", "ICO", "DDS", "SGI", "IM", "QOI", "EPS"])
+def test_formats_the_app_does_not_list_are_refused(fmt):
+    data = encode(Image.new("RGB", (16, 16), RED), fmt)
+    with pytest.raises(InvalidImageError, match="not an image format clothclf reads"):
+        load_image(data, 8)
+
+
+def test_oversized_png_text_chunk_is_the_files_own_error():
+    text = png_chunk(b"zTXt", b"comment\0\0" + zlib.compress(b"x" * (8 * 1024 * 1024)))
+    data = encode(photo(16, 16), "PNG")
+    hostile = data[:33] + text + data[33:]  # after IHDR
+    with pytest.raises(InvalidImageError, match="damaged or truncated"):
+        load_image(hostile, 8)
+
+
+def _fuzz_seeds() -> list[bytes]:
+    """Small valid files of every listed format, in several modes and encodings."""
+    rgba = Image.fromarray(np.random.default_rng(5).integers(0, 255, (24, 32, 4), dtype=np.uint8))
+    seeds = [
+        encode(rgba.convert("RGB"), "JPEG"),
+        encode(rgba.convert("RGB"), "JPEG", progressive=True),
+        encode(rgba.convert("CMYK"), "JPEG"),
+        encode(rgba, "PNG"),
+        encode(rgba.convert("P"), "PNG", transparency=2),
+        encode(rgba.convert("I;16"), "PNG"),
+        encode(rgba.convert("P"), "GIF", transparency=0),
+        encode(rgba.convert("RGB"), "BMP"),
+        encode(rgba.convert("P"), "BMP"),
+        encode(rgba.convert("F"), "TIFF", compression="tiff_deflate"),
+        encode(rgba.convert("1"), "TIFF", compression="group4"),
+        encode(rgba, "TIFF", compression="tiff_lzw"),
+        encode(rgba.convert("RGB"), "TIFF", compression="jpeg"),
+    ]
+    if features.check("webp"):
+        seeds += [encode(rgba, "WEBP", lossless=True), encode(rgba.convert("RGB"), "WEBP")]
+    return seeds
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PIL.Image.DecompressionBombWarning")
+def test_fuzzed_files_of_every_format_raise_only_clothclf_errors():
+    """Bounded fuzzing (seeded): byte flips, cuts, repeats and header swaps of valid files. Each
+    must give an image or a clothclf error naming nothing else; no other exception escapes."""
+    rng = np.random.default_rng(11)
+    seeds = _fuzz_seeds()
+    outcomes = {"image": 0, "error": 0}
+    for i in range(1500):
+        data = bytearray(seeds[i % len(seeds)])
+        kind = i % 4
+        if kind == 0:  # flip a few bytes anywhere
+            for position in rng.integers(0, len(data), rng.integers(1, 8)):
+                data[position] = int(rng.integers(0, 256))
+        elif kind == 1:  # flip bytes in the header, where sizes and modes live
+            for position in rng.integers(0, min(len(data), 64), rng.integers(1, 4)):
+                data[position] = int(rng.integers(0, 256))
+        elif kind == 2:  # cut and repeat a stretch
+            start = int(rng.integers(0, len(data)))
+            data = data[:start] + data[start : start + int(rng.integers(1, 200))] * 3
+        else:  # the body of one format behind the header of another
+            other = seeds[int(rng.integers(0, len(seeds)))]
+            data = data[:16] + bytearray(other[16:])
+        try:
+            pixels = load_image(bytes(data), 16)
+        except ClothclfError:
+            outcomes["error"] += 1
+        else:
+            assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8
+            outcomes["image"] += 1
+    assert outcomes["image"] > 20 and outcomes["error"] > 20, outcomes
+
+
+def test_formats_match_the_extensions_the_app_lists():
+    from clothclf.app.uploads import UPLOAD_TYPES
+    from clothclf.data.datasets import IMAGE_EXTENSIONS
+
+    listed = {Image.registered_extensions()[f".{ext}"] for ext in UPLOAD_TYPES}
+    assert listed == set(FORMATS)
+    assert {Image.registered_extensions()[ext] for ext in IMAGE_EXTENSIONS} == set(FORMATS)

@@ -168,6 +168,7 @@ def test_a_job_killed_mid_training_loses_nothing_and_never_shows_as_a_model(
     visitor.switch_page("pages/fine_tune.py").run()
     assert not visitor.exception
     assert "Training failed" in texts(visitor.error) and "SIGKILL" in texts(visitor.error)
+    assert "most likely ran out of memory" in texts(visitor.error) and "head only" in texts(visitor.error)
     assert not visitor.button(key="ft_start").disabled, "a dead job does not block the next one"
     assert not [b for b in visitor.button if b.key in ("ft_use", "ft_cancel")]
     assert models_page_rows(visitor) == ["tiny (default)", "previous"]

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clothclf.app.memory import OUT_OF_MEMORY_ADVICE, memory_limit_mb
 from clothclf.config import Paths, TrainConfig
 from clothclf.data.datasets import create_dataset
 from clothclf.errors import ClothclfError, RunError
@@ -165,10 +166,17 @@ class Job:
             how = "stopped"
         else:
             how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        return (
+        message = (
             f"the training process {how} before it finished; no run was saved "
             f"(log: {self.folder / 'output.log'})"
         )
+        return message + (out_of_memory_hint(memory_limit_mb()) if how.endswith("SIGKILL") else "")
+
+
+def out_of_memory_hint(limit_mb: float | None) -> str:
+    """What a training child killed by SIGKILL most likely means: the kernel's OOM killer."""
+    within = f" of the {limit_mb:,.0f} MB this app may use" if limit_mb else ""
+    return f". It most likely ran out of memory{within}. {OUT_OF_MEMORY_ADVICE}"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import io
+import os
 import secrets
 import shutil
 from collections.abc import Sequence
@@ -11,17 +13,18 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
 
 from clothclf.config import Limits, Paths
 from clothclf.data.archives import DEFAULT_LIMITS, find_dataset_root, safe_extract_zip
 from clothclf.data.datasets import create_dataset
-from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image
+from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image, load_preview
 from clothclf.errors import ClothclfError, DatasetError
 from clothclf.serving.classifier import Classifier, Prediction
 
 MB = 1024 * 1024
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+#: An uploaded file: its bytes, a binary file object (read without copying it) or a path.
+Upload = bytes | bytearray | memoryview | IO[bytes] | str | os.PathLike
 
 
 @dataclass(frozen=True)
@@ -37,49 +40,81 @@ class UploadResult:
         return self.prediction is not None
 
 
+def upload_size(data: Upload) -> int:
+    """The size in bytes of an upload (bytes, a binary file object or a path), without reading it."""
+    if isinstance(data, (str, os.PathLike)):
+        return os.stat(data).st_size
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return memoryview(data).nbytes
+    position = data.seek(0, io.SEEK_END)
+    data.seek(0)
+    return position
+
+
+def _from_start(data: Upload) -> Upload:
+    """The upload rewound, so a file object read before (classified, then previewed) reads whole."""
+    if hasattr(data, "seek"):
+        data.seek(0)
+    return data
+
+
 def classify_upload(
-    classifier: Classifier, name: str, data: bytes, limits: Limits, top_k: int = 3
+    classifier: Classifier, name: str, data: Upload, limits: Limits, top_k: int = 3
 ) -> UploadResult:
     """Classify one uploaded file, turning size, pixel and format problems into an error message."""
-    if len(data) > limits.max_upload_mb * MB:
-        size = len(data) / MB
+    size = upload_size(data)
+    if size > limits.max_upload_mb * MB:
         return UploadResult(
             name,
-            error=f"{size:.2f} MB is over the limit of {limits.max_upload_mb} MB per file",
+            error=f"{size / MB:.2f} MB is over the limit of {limits.max_upload_mb} MB per file",
         )
     try:
-        pixels = load_image(data, classifier.image_size, limits.max_pixels)
+        pixels = load_image(_from_start(data), classifier.image_size, limits.max_pixels)
         return UploadResult(name, prediction=classifier.predict(pixels, top_k))
     except ClothclfError as exc:  # the message starts with "<bytes>: "; the name is shown beside it
         return UploadResult(name, error=str(exc).removeprefix(f"{describe(data)}: "))
 
 
+def batch_limits_text(limits: Limits) -> str:
+    """The per-batch limits in one sentence, for the uploader's help and its errors."""
+    return (
+        f"Up to {limits.max_files_per_batch} photos at once, {limits.max_upload_mb} MB each, "
+        f"{limits.max_batch_mb} MB in total."
+    )
+
+
 def classify_uploads(
-    classifier: Classifier, uploads: Sequence[tuple[str, bytes]], limits: Limits, top_k: int = 3
+    classifier: Classifier, uploads: Sequence[tuple[str, Upload]], limits: Limits, top_k: int = 3
 ) -> list[UploadResult]:
-    """Classify ``(name, bytes)`` uploads in order. Files past ``limits.max_files_per_batch`` are not
-    classified and get an error saying the limit; a bad file never stops the others."""
-    results = []
+    """Classify ``(name, data)`` uploads in order, one at a time; a bad file never stops the others.
+
+    Files past ``limits.max_files_per_batch``, and files that would take the classified ones past
+    ``limits.max_batch_mb`` in total, are refused before anything of them is read, with an error
+    saying the limit.
+    """
+    results, total = [], 0
     for i, (name, data) in enumerate(uploads):
+        size = upload_size(data)
         if i >= limits.max_files_per_batch:
             error = f"not classified: at most {limits.max_files_per_batch} files per batch"
-            results.append(UploadResult(name, error=error))
+        elif total + size > limits.max_batch_mb * MB:
+            error = f"not classified: with this file the batch is over {limits.max_batch_mb} MB in total"
         else:
+            total += size
             results.append(classify_upload(classifier, name, data, limits, top_k))
+            continue
+        results.append(UploadResult(name, error=f"{error} ({batch_limits_text(limits)})"))
     return results
 
 
-def preview(data: bytes, max_side: int = 480, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def preview(data: ImageInput, max_side: int = 480, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The photo as an upright RGB array no larger than ``max_side`` on either side, for display."""
-    image = Image.fromarray(load_image(data, None, max_pixels))
-    image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR)
-    return np.asarray(image)
+    return load_preview(_from_start(data), max_side, max_pixels)
 
 
 def square_thumbnail(source: ImageInput, size: int = 200, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The photo center-cropped to a square of ``size`` pixels (for tidy grids), upright RGB."""
-    image = Image.fromarray(load_image(source, None, max_pixels))
-    return np.asarray(ImageOps.fit(image, (size, size), Image.Resampling.BILINEAR))
+    return load_preview(_from_start(source), size, max_pixels, square=True)
 
 
 def low_confidence(prediction: Prediction, threshold: float) -> bool:

@@ -1,0 +1,109 @@
+"""Bounded memory: what one decode adds (measured in a subprocess), the container's limit (cgroup v1
+and v2) and the warning before a run that will not fit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clothclf.app.memory import memory_limit_mb, memory_warning, training_memory_mb
+from clothclf.config import TrainConfig
+from tests.memcap import MemoryCgroup
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from measure_memory import decode_peaks, hostile_images  # noqa: E402
+
+#: The issue's bound on what any one image within the limits may add while it is decoded.
+DECODE_BOUND_MB = 150
+
+
+#: 49 MP images of 4 bytes a pixel are refused from their header (tests/test_images.py); not made here.
+REFUSED_FROM_THE_HEADER = ("float32 TIFF", "int32 TIFF", "RGBA PNG", "LA PNG", "RGB PNG")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict[str, Path]:
+    return hostile_images(tmp_path_factory.mktemp("hostile"), skip=REFUSED_FROM_THE_HEADER)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc to measure peaks")
+def test_each_hostile_image_adds_at_most_150_mb_while_decoded(hostile):
+    """49-megapixel images of every kind (a few KB on disk) and 6000x4000 camera JPEGs, decoded for
+    classifying and for the Classify page's preview, each in a fresh state of one subprocess."""
+    jobs = [(kind, path, how) for kind, path in hostile.items() for how in ("classify", "preview")]
+    peaks = decode_peaks([(path, how) for _, path, how in jobs])
+    figures = {f"{kind}, {how}": peak["added_mb"] for (kind, _, how), peak in zip(jobs, peaks)}
+    refused = set()
+    for (kind, _, how), peak in zip(jobs, peaks):
+        assert peak["added_mb"] <= DECODE_BOUND_MB, (kind, how, figures)
+        if peak["error"] is None:
+            assert peak["shape"][-1] == 3
+        else:
+            assert "MB to decode, over the limit of 120 MB per image" in peak["error"], (kind, peak)
+            refused.add(kind)
+    # Refused for the memory a full decode would need: one 214 MB TIFF strip, WebP's four copies.
+    # Grey, palette, bilevel, 16-bit and JPEG images of 49 MP and 28 MP colour images decode.
+    assert refused == {"float32 TIFF, one strip, 28 MP", "RGBA WebP, 28 MP"}
+
+
+def _fake_cgroup(tmp_path: Path, lines: str, files: dict[str, str]) -> tuple[Path, Path]:
+    root = tmp_path / "cgroup"
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(lines)
+    return root, proc
+
+
+def test_memory_limit_of_cgroup_v2_and_v1_and_none(tmp_path):
+    v2 = _fake_cgroup(
+        tmp_path / "v2", "0::/app/web\n", {"app/web/memory.max": "max\n", "app/memory.max": "1073741824\n"}
+    )
+    assert memory_limit_mb(*v2) == 1024
+    v1 = _fake_cgroup(
+        tmp_path / "v1",
+        "5:cpu:/\n4:memory:/docker/abc\n0::/\n",
+        {
+            "memory/docker/abc/memory.limit_in_bytes": "734003200\n",
+            "memory/memory.limit_in_bytes": "9223372036854771712\n",
+        },
+    )
+    assert memory_limit_mb(*v1) == 700
+    unlimited = _fake_cgroup(tmp_path / "none", "0::/\n", {"memory.max": "max\n"})
+    assert memory_limit_mb(*unlimited) is None
+    assert memory_limit_mb(tmp_path, tmp_path / "missing") is None
+
+
+def test_a_process_in_a_capped_cgroup_reads_its_own_limit():
+    with MemoryCgroup.create(300) as group:
+        code = "from clothclf.app.memory import memory_limit_mb; print(memory_limit_mb())"
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, preexec_fn=group.enter
+        )
+        assert done.stdout.strip() == "300.0", done.stderr
+        assert group.oom_kills() == 0
+
+
+def test_warning_before_a_run_that_will_not_fit(tmp_path):
+    head_only = TrainConfig(str(tmp_path), head_only=True)
+    fine_tune = TrainConfig(str(tmp_path), batch_size=32)
+    assert training_memory_mb(fine_tune) > training_memory_mb(head_only)
+    assert training_memory_mb(TrainConfig(str(tmp_path), batch_size=8)) < training_memory_mb(fine_tune)
+    assert memory_warning(head_only, None) is None
+    assert memory_warning(head_only, 2700, used_mb=200) is None
+    warning = memory_warning(fine_tune, 1024, used_mb=250)
+    assert "774 MB of the 1,024 MB" in warning and "head only" in warning and "smaller batch" in warning
+
+
+def test_a_training_child_killed_by_sigkill_most_likely_ran_out_of_memory():
+    from clothclf.app.jobs import out_of_memory_hint
+
+    assert out_of_memory_hint(1024) == (
+        ". It most likely ran out of memory of the 1,024 MB this app may use. "
+        "Try training the head only, smaller images or a smaller batch."
+    )
+    assert "ran out of memory. Try" in out_of_memory_hint(None)
