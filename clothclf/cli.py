@@ -15,33 +15,45 @@ import sys
 from pathlib import Path
 
 from clothclf import __version__
-from clothclf.config import AugmentConfig, Paths, TrainConfig
+from clothclf.config import AugmentConfig, Paths, TrainConfig, default, options
 from clothclf.errors import ClothclfError
 
 log = logging.getLogger("clothclf")
 
-# CLI flag -> TrainConfig field, for every flag that maps one to one.
-TRAIN_FLAGS = {
-    "backbone": "backbone",
-    "epochs": "epochs",
-    "image_size": "image_size",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "fine_tune_layers": "fine_tune_layers",
-    "fine_tune_epochs": "fine_tune_epochs",
-    "fine_tune_lr": "fine_tune_lr",
-    "dropout": "dropout",
-    "hidden_units": "hidden_units",
-    "label_smoothing": "label_smoothing",
-    "patience": "patience",
-    "lr_schedule": "lr_schedule",
-    "seed": "seed",
-    "strategy": "strategy",
-}
-
 
 def _add_model_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, help="model or run folder (default: the shipped model)")
+
+
+def _flag_value(value: object) -> str:
+    """How a choice is spelled on the command line (``None`` is ``none``)."""
+    return "none" if value is None else str(value)
+
+
+def _add_option_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per training option (see :func:`clothclf.config.options`): ``--name VALUE``, or
+    ``--name`` / ``--no-name`` for a switch that is off / on by default."""
+    for name, spec in options().items():
+        flag, value = name.replace("_", "-"), default(name)
+        if isinstance(value, bool):
+            switch = f"--no-{flag}" if value else f"--{flag}"
+            parser.add_argument(
+                switch,
+                dest=name,
+                action="store_const",
+                const=not value,
+                help=f"turn off: {spec.help}" if value else spec.help,
+            )
+        elif spec.choices:
+            choices = [_flag_value(c) for c in spec.choices]
+            parser.add_argument(
+                f"--{flag}", dest=name, choices=choices, help=f"{spec.help} (default {_flag_value(value)})"
+            )
+        else:
+            limits = f"{spec.bounds()}; " if spec.bounds() else ""
+            parser.add_argument(
+                f"--{flag}", dest=name, type=type(value), help=f"{spec.help} ({limits}default {value:g})"
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,27 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train a model (two-phase transfer learning)")
     train.add_argument("--data", type=Path, help="dataset folder (default: the downloaded default dataset)")
     train.add_argument("--config", type=Path, help="start from a run's config.json (flags override it)")
-    train.add_argument("--backbone", help="custom_cnn, mobilenet_v2 (default), mobilenet_v3_small, ...")
-    train.add_argument("--weights", choices=["imagenet", "none"], help="backbone weights (default imagenet)")
-    train.add_argument("--epochs", type=int, help="head epochs (the whole run for custom_cnn)")
-    train.add_argument("--image-size", type=int)
-    train.add_argument("--batch-size", type=int)
-    train.add_argument("--lr", type=float, help="learning rate of the head phase")
-    train.add_argument("--fine-tune-layers", type=int, help="top backbone layers to unfreeze (0: none)")
-    train.add_argument("--fine-tune-epochs", type=int)
-    train.add_argument("--fine-tune-lr", type=float)
-    train.add_argument("--head-only", action="store_true", default=None, help="train the head only")
     train.add_argument("--no-augment", action="store_true", help="turn augmentation off")
-    train.add_argument("--dropout", type=float)
-    train.add_argument("--hidden-units", type=int, help="hidden dense layer in the head (0: none)")
-    train.add_argument("--label-smoothing", type=float)
-    train.add_argument("--no-class-weights", action="store_true", help="do not weight rare classes up")
-    train.add_argument("--tta", action="store_true", default=None, help="average with the mirrored image")
-    train.add_argument("--patience", type=int, help="early-stopping patience in epochs")
-    train.add_argument("--lr-schedule", choices=["plateau", "cosine"])
-    train.add_argument("--seed", type=int)
-    train.add_argument("--strategy", choices=["default", "mirrored"])
-    train.add_argument("--tensorboard", action="store_true", default=None, help="write TensorBoard logs")
+    _add_option_flags(train)
     train.add_argument("--out", type=Path, help="run folder (default: $CLOTHCLF_RUNS_DIR/<time>-<backbone>)")
     train.add_argument("--json", action="store_true", help="print one final JSON line")
 
@@ -139,16 +132,10 @@ def train_config_from_args(args: argparse.Namespace, paths: Paths) -> TrainConfi
     if args.config:
         saved = json.loads(args.config.read_text())
         values.update(saved.get("train", saved))
-    for flag, name in TRAIN_FLAGS.items():
-        if getattr(args, flag) is not None:
-            values[name] = getattr(args, flag)
-    for flag in ("head_only", "tta", "tensorboard"):
-        if getattr(args, flag):
-            values[flag] = True
-    if args.weights:
-        values["weights"] = None if args.weights == "none" else args.weights
-    if args.no_class_weights:
-        values["class_weights"] = False
+    for name, spec in options().items():
+        given = getattr(args, name)
+        if given is not None:
+            values[name] = None if given == "none" and None in spec.choices else given
     if args.no_augment:
         values["augment"] = {**values.get("augment", AugmentConfig().__dict__), "enabled": False}
     if args.data:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clothclf.modeling.backbones import BACKBONES
+
 DATASET_NAME = "clothing-dataset-small"
 
 
@@ -87,6 +89,65 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class Option:
+    """How one training option is described and checked, declared once on its :class:`TrainConfig` field
+    and read by the CLI parser, :meth:`TrainConfig.validate` and the Fine-tune page.
+
+    ``minimum``/``maximum`` are inclusive bounds, ``above``/``below`` exclusive ones; ``choices`` are the
+    only values allowed; ``presets`` are values a form offers without restricting others; ``step`` is a
+    form's increment. ``page`` says whether the Fine-tune page shows it.
+    """
+
+    label: str
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+    below: float | None = None
+    choices: tuple[Any, ...] = ()
+    presets: tuple[Any, ...] = ()
+    step: float | None = None
+    page: bool = True
+
+    def check(self, name: str, value: Any) -> None:
+        """Raise ``ValueError`` with a clear sentence if ``value`` is not allowed for option ``name``."""
+        if self.choices:
+            if value not in self.choices:
+                allowed = ", ".join(repr(c) for c in self.choices)
+                raise ValueError(f"unknown {name} {value!r}: choose one of {allowed}")
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return
+        if (self.minimum is not None and value < self.minimum) or (
+            self.above is not None and value <= self.above
+        ):
+            raise ValueError(f"{name} must be {self.bounds()}, not {value}")
+        if (self.maximum is not None and value > self.maximum) or (
+            self.below is not None and value >= self.below
+        ):
+            raise ValueError(f"{name} must be {self.bounds()}, not {value}")
+
+    def bounds(self) -> str:
+        """The allowed range in words (``"between 32 and 512"``, ``"at least 1"``, ``"in (0, 1]"``), or ``""``."""
+        low = self.minimum if self.minimum is not None else self.above
+        high = self.maximum if self.maximum is not None else self.below
+        if low is not None and high is not None:
+            if self.above is None and self.below is None:
+                return f"between {low:g} and {high:g}"
+            return f"in {'(' if self.above is not None else '['}{low:g}, {high:g}{')' if self.below is not None else ']'}"
+        if low is not None:
+            return f"{'above' if self.above is not None else 'at least'} {low:g}"
+        if high is not None:
+            return f"{'below' if self.below is not None else 'at most'} {high:g}"
+        return ""
+
+
+def option(default: Any, label: str, help: str, **rules: Any) -> Any:
+    """A :class:`TrainConfig` field with its :class:`Option` (label, help and rules) as metadata."""
+    return field(default=default, metadata={"option": Option(label, help, **rules)})
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Every hyperparameter of a training run. Saved in the run folder as ``config.json``.
 
@@ -94,32 +155,98 @@ class TrainConfig:
     Unless ``head_only``, phase 2 unfreezes the top ``fine_tune_layers`` layers of the backbone
     (batch-norm stays in inference mode) and trains ``fine_tune_epochs`` more epochs at
     ``fine_tune_lr`` with augmentation.
+
+    Every field but ``data_dir`` and ``augment`` is an option (see :func:`options`): declared once with
+    its label, help and rules, it becomes a CLI flag of ``clothclf train``, a check of :meth:`validate`
+    and a widget of the Fine-tune page.
     """
 
     data_dir: str
-    backbone: str = "mobilenet_v2"
-    weights: str | None = "imagenet"
-    image_size: int = 224
-    batch_size: int = 32
-    epochs: int = 10
-    lr: float = 1e-3
-    head_only: bool = False
-    fine_tune_layers: int = 40
-    fine_tune_epochs: int = 10
-    fine_tune_lr: float = 1e-4
-    dropout: float = 0.2
-    hidden_units: int = 0
-    label_smoothing: float = 0.0
-    class_weights: bool = True
+    backbone: str = option(
+        "mobilenet_v2",
+        "Backbone",
+        "the network under the head (custom_cnn: a small CNN trained from scratch)",
+        choices=tuple(BACKBONES),
+    )
+    weights: str | None = option(
+        "imagenet",
+        "Backbone weights",
+        "start the backbone from ImageNet weights, or from random ones",
+        choices=("imagenet", None),
+        page=False,
+    )
+    image_size: int = option(
+        224, "Image size (px)", "side of the square images the model sees", minimum=32, maximum=512, step=32
+    )
+    batch_size: int = option(
+        32, "Batch size", "images per training step", minimum=1, presets=(8, 16, 32, 64, 128)
+    )
+    epochs: int = option(10, "Epochs", "head epochs (the whole run for custom_cnn)", minimum=1)
+    lr: float = option(
+        1e-3, "Learning rate", "learning rate of the head phase", above=0, maximum=1.0, step=1e-4
+    )
+    head_only: bool = option(False, "Head only", "train the head only, on cached backbone features (fast)")
+    fine_tune_layers: int = option(
+        40, "K: layers to unfreeze", "top backbone layers to unfreeze when fine-tuning (0: none)", minimum=0
+    )
+    fine_tune_epochs: int = option(10, "Fine-tuning epochs", "epochs of the fine-tuning phase", minimum=1)
+    fine_tune_lr: float = option(
+        1e-4,
+        "Fine-tuning learning rate",
+        "learning rate of the fine-tuning phase",
+        above=0,
+        maximum=1.0,
+        step=1e-5,
+    )
+    dropout: float = option(
+        0.2, "Dropout", "dropout before the head's dense layers", minimum=0, below=1, step=0.05
+    )
+    hidden_units: int = option(0, "Hidden units", "a hidden dense layer in the head (0: none)", minimum=0)
+    label_smoothing: float = option(
+        0.0,
+        "Label smoothing",
+        "share of each target spread over the other classes",
+        minimum=0,
+        below=1,
+        step=0.05,
+    )
+    class_weights: bool = option(True, "Class weights", "weight rare classes up in the loss")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    tta: bool = False
-    patience: int = 4
-    lr_schedule: str = "plateau"
-    seed: int = 42
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    strategy: str = "default"
-    tensorboard: bool = False
+    tta: bool = option(
+        False, "Test-time augmentation", "average each prediction with that of the mirrored image"
+    )
+    patience: int = option(4, "Patience", "early-stopping patience in epochs", minimum=0)
+    lr_schedule: str = option(
+        "plateau",
+        "Learning-rate schedule",
+        "lower the rate when validation loss stalls, or cosine decay",
+        choices=("plateau", "cosine"),
+    )
+    seed: int = option(42, "Seed", "random seed of the split, initialisation and augmentation", minimum=0)
+    val_fraction: float = option(
+        0.1,
+        "Validation fraction",
+        "share of each class held out for validation (datasets without splits)",
+        minimum=0,
+        maximum=0.5,
+        step=0.05,
+    )
+    test_fraction: float = option(
+        0.1,
+        "Test fraction",
+        "share of each class held out for testing (datasets without splits)",
+        minimum=0,
+        maximum=0.5,
+        step=0.05,
+    )
+    strategy: str = option(
+        "default",
+        "Distribution strategy",
+        "one device, or MirroredStrategy over every local GPU (else CPU)",
+        choices=("default", "mirrored"),
+        page=False,
+    )
+    tensorboard: bool = option(False, "TensorBoard", "write TensorBoard logs into the run folder", page=False)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -135,16 +262,16 @@ class TrainConfig:
         return cls(**kwargs)
 
     def validate(self) -> None:
-        """Raise ``ValueError`` with a clear message for values that cannot work."""
-        if not 16 <= self.image_size <= 512:
-            raise ValueError(f"image_size must be between 16 and 512, not {self.image_size}")
-        if self.batch_size < 1 or self.epochs < 1:
-            raise ValueError("batch_size and epochs must be at least 1")
-        if self.lr <= 0 or self.fine_tune_lr <= 0:
-            raise ValueError("learning rates must be positive")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
-        if self.strategy not in ("default", "mirrored"):
-            raise ValueError(f"strategy must be 'default' or 'mirrored', not {self.strategy!r}")
-        if self.lr_schedule not in ("plateau", "cosine"):
-            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', not {self.lr_schedule!r}")
+        """Raise ``ValueError`` with a clear message for the first option whose value cannot work."""
+        for name, spec in options().items():
+            spec.check(name, getattr(self, name))
+
+
+def options() -> dict[str, Option]:
+    """Every training option (the :class:`TrainConfig` fields that declare one), in declaration order."""
+    return {f.name: f.metadata["option"] for f in dataclasses.fields(TrainConfig) if "option" in f.metadata}
+
+
+def default(name: str) -> Any:
+    """The default value of the :class:`TrainConfig` field ``name``."""
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)

@@ -13,7 +13,7 @@ import streamlit as st
 from clothclf.app.jobs import Job, JobStatus, current_job, start_job
 from clothclf.app.models_list import describe_model
 from clothclf.app.uploads import extract_uploaded_dataset
-from clothclf.config import AugmentConfig, Paths, TrainConfig
+from clothclf.config import AugmentConfig, Paths, TrainConfig, default, options
 from clothclf.errors import ClothclfError, RunError
 from clothclf.evaluation import plots
 from clothclf.modeling.backbones import BACKBONES, weights_cached
@@ -26,12 +26,25 @@ from pages._shared import (
     session_model_dir,
     show_error,
 )
+from pages._widgets import option_input
 
 #: ``st.session_state[JOB_KEY]``: the id of the job this session started (only it may cancel it).
 JOB_KEY = "fine_tune_job"
 SIZE_KEY = "ft_image_size"
-DEFAULT_BACKBONE = "mobilenet_v2"
-DEFAULT_SIZE = 224
+#: Options this page lays out itself; every other option with ``page=True`` goes under "More options".
+LAID_OUT = frozenset(
+    {
+        "backbone",
+        "image_size",
+        "epochs",
+        "lr",
+        "batch_size",
+        "head_only",
+        "fine_tune_layers",
+        "fine_tune_epochs",
+        "fine_tune_lr",
+    }
+)
 REFRESH_SECONDS = 1.0
 PHASES = {
     "starting": "Starting the training process (loading TensorFlow)",
@@ -229,12 +242,14 @@ busy = status is not None and status.active
 
 st.subheader("Model", anchor=False)
 backbone_col, size_col = st.columns([3, 1])
-image_size = int(size_col.number_input("Image size (px)", 32, 512, DEFAULT_SIZE, step=32, key=SIZE_KEY))
+image_size = option_input(size_col, "image_size", SIZE_KEY)
+backbone_option = options()["backbone"]
 backbone = backbone_col.selectbox(
-    "Backbone",
-    list(BACKBONES),
-    index=list(BACKBONES).index(DEFAULT_BACKBONE),
-    format_func=lambda name: backbone_label(name, st.session_state.get(SIZE_KEY, DEFAULT_SIZE)),
+    backbone_option.label,
+    list(backbone_option.choices),
+    index=list(backbone_option.choices).index(default("backbone")),
+    format_func=lambda name: backbone_label(name, st.session_state.get(SIZE_KEY, default("image_size"))),
+    help=backbone_option.help,
     key="ft_backbone",
 )
 weights = weights_choice(backbone, image_size)
@@ -242,10 +257,12 @@ weights = weights_choice(backbone, image_size)
 with st.form("fine_tune_form", border=True):
     st.markdown("**Training**")
     epochs_col, lr_col, batch_col = st.columns(3)
-    epochs = epochs_col.number_input("Epochs", 1, 100, 10, key="ft_epochs")
-    lr = lr_col.number_input("Learning rate", 1e-6, 1.0, 1e-3, step=1e-4, format="%.1e", key="ft_lr")
-    batch_size = batch_col.selectbox("Batch size", [8, 16, 32, 64, 128], index=2, key="ft_batch")
-    head_only = st.radio(
+    chosen = {
+        "epochs": option_input(epochs_col, "epochs", "ft_epochs"),
+        "lr": option_input(lr_col, "lr", "ft_lr"),
+        "batch_size": option_input(batch_col, "batch_size", "ft_batch"),
+    }
+    chosen["head_only"] = st.radio(
         "What to train",
         [True, False],
         format_func=lambda only: (
@@ -253,14 +270,13 @@ with st.form("fine_tune_form", border=True):
             if only
             else "The head, then fine-tune the top K backbone layers"
         ),
+        help=options()["head_only"].help,
         key="ft_head_only",
     )
     k_col, ft_epochs_col, ft_lr_col = st.columns(3)
-    fine_tune_layers = k_col.number_input("K: layers to unfreeze", 1, 300, 40, key="ft_layers")
-    fine_tune_epochs = ft_epochs_col.number_input("Fine-tuning epochs", 1, 100, 10, key="ft_ft_epochs")
-    fine_tune_lr = ft_lr_col.number_input(
-        "Fine-tuning learning rate", 1e-7, 1e-1, 1e-4, step=1e-5, format="%.1e", key="ft_ft_lr"
-    )
+    chosen["fine_tune_layers"] = option_input(k_col, "fine_tune_layers", "ft_layers")
+    chosen["fine_tune_epochs"] = option_input(ft_epochs_col, "fine_tune_epochs", "ft_ft_epochs")
+    chosen["fine_tune_lr"] = option_input(ft_lr_col, "fine_tune_lr", "ft_ft_lr")
     augment = st.toggle(
         "Augmentation (flips, small rotations, zoom, contrast) while the backbone trains",
         value=True,
@@ -270,6 +286,11 @@ with st.form("fine_tune_form", border=True):
         "Pretrained backbones: K and the fine-tuning settings apply only when fine-tuning. "
         "The small CNN trains every layer for the given epochs."
     )
+    with st.expander("More options"):
+        more = [name for name, spec in options().items() if spec.page and name not in LAID_OUT]
+        columns = st.columns(3)
+        for i, name in enumerate(more):
+            chosen[name] = option_input(columns[i % 3], name, f"ft_{name}")
     st.markdown("**Data**")
     dataset_dir = paths.default_dataset_dir
     upload = st.file_uploader(
@@ -306,14 +327,8 @@ if submitted:
             backbone=backbone,
             weights=weights,
             image_size=image_size,
-            batch_size=int(batch_size),
-            epochs=int(epochs),
-            lr=float(lr),
-            head_only=bool(head_only),
-            fine_tune_layers=int(fine_tune_layers),
-            fine_tune_epochs=int(fine_tune_epochs),
-            fine_tune_lr=float(fine_tune_lr),
             augment=AugmentConfig(enabled=bool(augment)),
+            **chosen,
         )
         job = start_job(config, paths)
     except ValueError as exc:  # ClothclfError (bad zip, run in progress, …) and bad config values

@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from clothclf.app.jobs import current_job
-from clothclf.config import Paths
+from clothclf.config import Paths, options
 from clothclf.runs import list_runs, write_json
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -125,3 +125,17 @@ def test_a_missing_default_dataset_is_a_clear_error(tmp_path, current_model, mon
     assert not at.exception
     assert "default dataset is not on this server" in texts(at.error)
     assert current_job(Paths.from_env()) is None
+
+
+def test_every_page_option_has_its_declared_widget(current_model, no_cached_weights):
+    """Options are declared once on TrainConfig: each one the page shows gets its label and help from there."""
+    at = fine_tune_page()
+    widgets = [*at.number_input, *at.selectbox, *at.toggle, *at.radio]
+    labels = {w.label for w in widgets}
+    helps = {w.help for w in widgets}
+    for name, spec in options().items():
+        if spec.page and name != "head_only":  # head_only is a radio with its own wording
+            assert spec.label in labels, name
+        if spec.page:
+            assert spec.help in helps, name
+    assert at.number_input(key="ft_image_size").min == options()["image_size"].minimum
