@@ -9,13 +9,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import re
 import sys
 from pathlib import Path
 
 from clothclf import __version__
 from clothclf.config import AugmentConfig, Paths, TrainConfig, default, options
+from clothclf.console import (
+    OneLineParser,
+    exit_quietly_on_closed_pipe,
+    fill_from_environment,
+    native_logs_filtered,
+    printable_output,
+)
 from clothclf.errors import ClothclfError
 
 log = logging.getLogger("clothclf")
@@ -58,17 +64,24 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(prog="clothclf", description="Clothing-photo classifier.")
+    common = argparse.ArgumentParser(
+        add_help=False
+    )  # options every command accepts, before or after its name
+    common.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help="show TensorFlow's own log messages"
+    )
+    parser = OneLineParser(prog="clothclf", description="Clothing-photo classifier.", parents=[common])
+    parser.set_defaults(verbose=False)
     parser.add_argument("--version", action="version", version=f"clothclf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    data = commands.add_parser("data", help="dataset commands")
+    data = commands.add_parser("data", parents=[common], help="dataset commands")
     data_commands = data.add_subparsers(dest="data_command", required=True)
-    download = data_commands.add_parser("download", help="download clothing-dataset-small")
+    download = data_commands.add_parser("download", parents=[common], help="download clothing-dataset-small")
     download.add_argument("--dest", type=Path, help="folder to put it in (default: $CLOTHCLF_DATA_DIR)")
     download.add_argument("--force", action="store_true", help="download again even if present")
 
-    train = commands.add_parser("train", help="train a model (two-phase transfer learning)")
+    train = commands.add_parser("train", parents=[common], help="train a model (two-phase transfer learning)")
     train.add_argument("--data", type=Path, help="dataset folder (default: the downloaded default dataset)")
     train.add_argument("--config", type=Path, help="start from a run's config.json (flags override it)")
     train.add_argument("--no-augment", action="store_true", help="turn augmentation off")
@@ -76,15 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="run folder (default: $CLOTHCLF_RUNS_DIR/<time>-<backbone>)")
     train.add_argument("--json", action="store_true", help="print one final JSON line")
 
-    evaluate = commands.add_parser("evaluate", help="metrics of a model on a dataset split or folder")
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="metrics of a model on a dataset split or folder"
+    )
     _add_model_arg(evaluate)
-    evaluate.add_argument("--data", type=Path, required=True, help="dataset root or folder of class folders")
+    evaluate.add_argument(
+        "--data",
+        type=Path,
+        help="dataset root or folder of class folders (default: $CLOTHCLF_DATA_DIR's dataset)",
+    )
     evaluate.add_argument("--split", default="test", help="split of a dataset root (default test)")
     evaluate.add_argument("--no-save", action="store_true", help="do not save metrics into the model folder")
     evaluate.add_argument("--backend", choices=["auto", "litert", "litert-int8", "keras"], default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
-    predict = commands.add_parser("predict", help="classify photos, folders of photos or lists of paths")
+    predict = commands.add_parser(
+        "predict", parents=[common], help="classify photos, folders of photos or lists of paths"
+    )
     _add_model_arg(predict)
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--backend", choices=["auto", "litert", "litert-int8", "keras"], default="auto")
@@ -102,7 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
     predict.add_argument("files", nargs="*", metavar="PATH", help="photos or folders (searched recursively)")
 
-    export = commands.add_parser("export", help="write model.tflite for a run that lacks it")
+    export = commands.add_parser(
+        "export", parents=[common], help="write model.tflite for a run that lacks it"
+    )
     _add_model_arg(export)
     export.add_argument("--force", action="store_true", help="overwrite an existing model.tflite")
     export.add_argument(
@@ -117,11 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     calibrate = commands.add_parser(
-        "calibrate", help="fit a run's temperature on its validation predictions (for older runs)"
+        "calibrate",
+        parents=[common],
+        help="fit a run's temperature on its validation predictions (for older runs)",
     )
     _add_model_arg(calibrate)
 
-    runs = commands.add_parser("runs", help="list training runs")
+    runs = commands.add_parser("runs", parents=[common], help="list training runs")
     runs.add_argument("--json", action="store_true")
     return parser
 
@@ -152,10 +177,23 @@ def cmd_data_download(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.training.loop import train
+def checked_train_config(args: argparse.Namespace, paths: Paths) -> TrainConfig:
+    """The run's config, checked (values, backbone name) before TensorFlow is imported."""
+    from clothclf.modeling.backbones import get_backbone_spec
 
     config = train_config_from_args(args, paths)
+    try:
+        config.validate()
+        get_backbone_spec(config.backbone)
+    except ValueError as exc:
+        raise ClothclfError(str(exc)) from exc
+    return config
+
+
+def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
+    config = checked_train_config(args, paths)
+    from clothclf.training.loop import train
+
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
     result = train(config, args.out, paths=paths, verbose=verbose)
     summary = {
@@ -206,6 +244,8 @@ def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.runs import write_csv, write_json
     from clothclf.serving.classifier import load_classifier
 
+    if not args.data.is_dir():
+        raise ClothclfError(f"no dataset at {args.data}: pass --data DIR or set CLOTHCLF_DATA_DIR")
     classifier = load_classifier(args.model, backend=args.backend)
     split, root, name = _evaluation_split(args.data, args.split, classifier.class_names)
     metrics, rows = evaluate_classifier(classifier, split, root)
@@ -286,7 +326,7 @@ def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_calibrate(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.evaluation.evaluate import recalibrate_run
 
-    model_dir = args.model or paths.default_model_dir
+    model_dir = args.model
     old, new = recalibrate_run(model_dir)
     print(f"{model_dir}: temperature {old:.4f} -> {new:.4f}")
     return 0
@@ -332,12 +372,18 @@ EXTRA_OF_MODULE = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="clothclf: %(message)s", stream=sys.stderr)
+    printable_output()
     paths = Paths.from_env()
+    args = fill_from_environment(build_parser().parse_args(argv), paths)
+    logging.basicConfig(level=logging.INFO, format="clothclf: %(message)s", stream=sys.stderr)
     handler = cmd_data_download if args.command == "data" else COMMANDS[args.command]
     try:
-        return handler(args, paths)
+        with native_logs_filtered(enabled=not args.verbose):
+            code = handler(args, paths)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:  # `clothclf predict ... | head`: the reader left; stop quietly
+        return exit_quietly_on_closed_pipe()
     except ClothclfError as exc:
         print(f"clothclf: error: {exc}", file=sys.stderr)
         return 1
@@ -353,6 +399,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("clothclf: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `clothclf predict ... | head`: the reader left; stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return 0

@@ -12,22 +12,32 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import datetime as dt
+import hashlib
 import io
 import json
+import logging
+import math
 import os
+import re
+import reprlib
 import shutil
 import time
 import zipfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clothclf.errors import RunError
 
+log = logging.getLogger(__name__)
+
 PARTIAL_PREFIX = ".partial-"
 #: Any one of these is a servable model: a whole model, or a head-only run's extractor and head.
 MODEL_FILES = (("model.tflite",), ("features.tflite", "head.npz"), ("model.keras",))
+#: Every model file a run may hold; ``run.json`` records the SHA-256 digest of each one present.
+MODEL_FILE_NAMES = tuple(dict.fromkeys(name for files in MODEL_FILES for name in files))
 #: What a downloaded model bundle holds (those present): the models, what they predict, how they did.
 BUNDLE_PATTERNS = (
     "model.keras",
@@ -89,15 +99,16 @@ def write_run(
     summary: dict,
     split_record: dict | None = None,
 ) -> None:
-    """Write a trained run's records into ``work``: class names, history, validation metrics and
-    predictions, the split, the config, and ``run.json`` last (the summary that marks it complete)."""
+    """Write a trained run's records into ``work``, after its model files: class names, history,
+    validation metrics and predictions, the split, the config, and ``run.json`` last (the summary
+    that marks it complete, with the SHA-256 digest of each model file)."""
     write_json(work / "class_names.json", list(class_names))
     write_csv(work / "history.csv", history)
     write_evaluation(work, "validation", metrics, predictions)
     if split_record is not None:
         write_json(work / "split.json", split_record)
     write_json(work / "config.json", config)
-    write_json(work / "run.json", summary)
+    write_json(work / "run.json", {**summary, "sha256": model_digests(work)})  # the model files come first
 
 
 def new_run_name(backbone: str) -> str:
@@ -123,18 +134,192 @@ def atomic_run_dir(final_dir: str | Path) -> Iterator[Path]:
         raise
 
 
+# --- what run.json and class_names.json may hold -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldRule:
+    """What one ``run.json`` field may hold: a test of the value and the words for it."""
+
+    accepts: Callable[[Any], bool]
+    expected: str
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer too large for a float (10**400)
+        return False
+
+
+def number(low: float, high: float) -> FieldRule:
+    """A finite number in [low, high]."""
+    return FieldRule(lambda v: _finite(v) and low <= v <= high, f"a finite number from {low:g} to {high:g}")
+
+
+def integer(low: int, high: int) -> FieldRule:
+    """A whole number in [low, high]."""
+    return FieldRule(
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high,
+        f"a whole number from {low} to {high}",
+    )
+
+
+def _iso_time(value: Any) -> bool:
+    try:
+        dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+TEXT = FieldRule(lambda v: isinstance(v, str), "a string")
+FLAG = FieldRule(lambda v: isinstance(v, bool), "true or false")
+TIMESTAMP = FieldRule(_iso_time, "an ISO 8601 date and time")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+HASHES = FieldRule(
+    lambda v: (
+        isinstance(v, dict)
+        and all(k in MODEL_FILE_NAMES and isinstance(h, str) and SHA256.fullmatch(h) for k, h in v.items())
+    ),
+    "an object of model file names and their SHA-256 digests (64 hex digits)",
+)
+
+#: Every field ``run.json`` may hold and what it must be; other fields are kept unchecked. A new
+#: field (say, a threshold) is one more entry here.
+RUN_FIELDS: dict[str, FieldRule] = {
+    "name": TEXT,
+    "status": TEXT,
+    "created": TIMESTAMP,
+    "backbone": TEXT,
+    "image_size": integer(16, 4096),
+    "head_only": FLAG,
+    "tta": FLAG,
+    "num_classes": integer(2, 100_000),
+    "epochs": integer(0, 1_000_000),
+    "seconds": number(0, 1e9),
+    "val_accuracy": number(0, 1),
+    "val_macro_f1": number(0, 1),
+    "best_val_accuracy": number(0, 1),
+    "temperature": number(0.01, 100),
+    "sha256": HASHES,
+}
+
+
+def check_summary(summary: Any, source: Path) -> dict[str, Any]:
+    """``summary`` (parsed ``run.json``) if every known field holds what :data:`RUN_FIELDS` says;
+    :class:`RunError` naming the first field that does not."""
+    if not isinstance(summary, dict):
+        raise RunError(f"{source}: must be a JSON object, not {_json_type(summary)}")
+    for name, rule in RUN_FIELDS.items():
+        if name in summary and not rule.accepts(summary[name]):
+            raise RunError(f"{source}: field {name!r} must be {rule.expected}, not {_short(summary[name])}")
+    return summary
+
+
+def check_class_names(names: Any, source: Path) -> list[str]:
+    """``names`` if it is a list of at least two distinct non-empty strings; :class:`RunError` if not."""
+    if not (
+        isinstance(names, list)
+        and len(names) >= 2
+        and all(isinstance(n, str) and n.strip() for n in names)
+        and len(set(names)) == len(names)
+    ):
+        raise RunError(f"{source}: must be a list of at least two distinct class names, not {_short(names)}")
+    return names
+
+
+def _json_type(value: Any) -> str:
+    return {list: "a list", str: "a string", dict: "an object", bool: "true/false"}.get(
+        type(value), "a number" if isinstance(value, int | float) else "null"
+    )
+
+
+def _short(value: Any) -> str:
+    return reprlib.Repr(maxstring=40, maxother=40, maxlist=4, maxdict=4).repr(value)
+
+
 def has_model(path: Path) -> bool:
     """Whether the folder holds the files of at least one model (see ``MODEL_FILES``)."""
     return any(all((path / name).is_file() for name in files) for files in MODEL_FILES)
 
 
-def is_complete_run(path: Path) -> bool:
-    """A folder with ``run.json`` whose status is complete and a model file beside it."""
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's ``run.json``, checked against :data:`RUN_FIELDS`; :class:`RunError` naming what is wrong."""
+    path = Path(run_dir) / "run.json"
     try:
-        summary = read_json(path / "run.json")
-    except (OSError, ValueError):
+        summary = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: cannot be read as JSON ({exc})") from exc
+    return check_summary(summary, path)
+
+
+def read_class_names(run_dir: Path, summary: dict[str, Any] | None = None) -> list[str]:
+    """The run's checked ``class_names.json`` (as many as ``summary`` says, if it says)."""
+    path = Path(run_dir) / "class_names.json"
+    try:
+        names = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: cannot be read as JSON ({exc})") from exc
+    names = check_class_names(names, path)
+    expected = (summary or {}).get("num_classes", len(names))
+    if len(names) != expected:
+        raise RunError(f"{path}: {len(names)} class names, but run.json says num_classes {expected}")
+    return names
+
+
+def check_run(path: Path) -> dict[str, Any]:
+    """The summary of the complete run at ``path``; :class:`RunError` saying why it is not one."""
+    summary = read_summary(path)
+    if summary.get("status") != "complete":
+        raise RunError(f"{path}: run.json status is {summary.get('status')!r}, not 'complete'")
+    if not has_model(path):
+        raise RunError(f"{path}: no model file ({', '.join(MODEL_FILE_NAMES)})")
+    read_class_names(path, summary)
+    return summary
+
+
+def is_complete_run(path: Path) -> bool:
+    """A folder with a valid ``run.json`` whose status is complete, valid class names and a model file."""
+    try:
+        check_run(path)
+    except RunError:
         return False
-    return summary.get("status") == "complete" and has_model(path) and (path / "class_names.json").is_file()
+    return True
+
+
+def model_digests(run_dir: Path) -> dict[str, str]:
+    """The SHA-256 digest of each model file in ``run_dir``."""
+    return {name: _sha256(run_dir / name) for name in MODEL_FILE_NAMES if (run_dir / name).is_file()}
+
+
+def record_model_digests(run_dir: Path) -> None:
+    """Write the digests of the run's model files into its ``run.json`` (after a model file changed)."""
+    path = Path(run_dir) / "run.json"
+    write_json(path, {**read_json(path), "sha256": model_digests(Path(run_dir))})
+
+
+def verify_model_files(run_dir: Path, names: Iterable[str]) -> None:
+    """:class:`RunError` if one of the model files ``names`` differs from the digest ``run.json``
+    records for it. Files without a recorded digest (runs saved before digests) pass unchecked."""
+    run_dir = Path(run_dir)
+    recorded = read_summary(run_dir).get("sha256", {}) if (run_dir / "run.json").is_file() else {}
+    for name in names:
+        if name in recorded and _sha256(run_dir / name) != recorded[name]:
+            raise RunError(
+                f"{run_dir / name} does not match the SHA-256 digest recorded in run.json: "
+                "the file was changed or damaged after the run was saved"
+            )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -172,23 +357,28 @@ class RunInfo:
 
 
 def load_run(path: str | Path) -> RunInfo:
-    """The run at ``path``; :class:`RunError` if it is missing or incomplete."""
+    """The run at ``path``; :class:`RunError` (naming the file and field) if it is missing, incomplete
+    or malformed."""
     path = Path(path)
-    if not is_complete_run(path):
-        raise RunError(f"{path} is not a complete clothclf run (no run.json, class names or model)")
-    return RunInfo(path, read_json(path / "run.json"))
+    if not (path / "run.json").is_file():
+        raise RunError(f"{path} is not a clothclf run (no run.json)")
+    return RunInfo(path, check_run(path))
 
 
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:
-    """Complete runs under ``runs_dir``, newest first; partial and broken folders are left out."""
+    """Complete runs under ``runs_dir``, newest first. Partial folders are left out silently, broken
+    ones with a logged warning that says why."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    found = [
-        RunInfo(p, read_json(p / "run.json"))
-        for p in runs_dir.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and is_complete_run(p)
-    ]
+    found = []
+    for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if not (folder / "run.json").is_file():
+            continue  # not a run (nor one being written: those are hidden .partial-* folders)
+        try:
+            found.append(load_run(folder))
+        except RunError as exc:
+            log.warning("run %s left out: %s", folder.name, exc)
     return sorted(found, key=lambda r: r.summary.get("created", ""), reverse=True)
 
 

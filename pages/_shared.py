@@ -166,7 +166,7 @@ def prediction_card(row: dict[str, str], root: Path | None, *, top3: bool) -> No
             photo = None
     if photo is not None and photo.is_file():
         st.image(photo_thumbnail(photo), width="stretch")
-    else:
+    elif root is not None:  # without the dataset the page says so once, not under every card
         st.caption(f"Photo not found: `{row['file']}`")
     st.markdown(f"**{display_name(row['predicted'])}** · {float(row['confidence']):.0%}")
     st.caption(f"true class: {display_name(row['true'])}")

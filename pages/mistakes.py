@@ -40,6 +40,7 @@ def offer_download() -> None:
         with st.spinner("Downloading and checking the dataset…"):
             download_dataset(progress=progress)
     except ValueError as exc:
+        bar.empty()
         show_error(exc)
     else:
         st.rerun()

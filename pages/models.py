@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clothclf.app.models_list import ModelEntry, find_model, list_models, models_table
+from clothclf.app.models_list import ModelEntry, find_model, list_models, models_table, same_classes
 from clothclf.config import Paths
 from clothclf.evaluation import plots
 from pages._shared import CHART_CONFIG, MODEL_KEY, read_artifact, require_app_navigation, session_model_dir
 
-PERCENT = st.column_config.NumberColumn(format="percent")
+#: Percentages with one decimal everywhere (the table holds them as 0–100).
+PERCENT = st.column_config.NumberColumn(format="%.1f%%")
 
 
 def use_model(path: str) -> None:
@@ -37,11 +38,13 @@ if not entries:
 st.dataframe(
     models_table(entries),
     hide_index=True,
+    placeholder="–",
     column_config={
         "val accuracy": PERCENT,
         "val macro-F1": st.column_config.NumberColumn(format="%.3f"),
         "test accuracy": PERCENT,
         "test macro-F1": st.column_config.NumberColumn(format="%.3f"),
+        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", width="medium"),
         "path": None,
     },
 )
@@ -84,5 +87,12 @@ st.plotly_chart(
     ),
     config=CHART_CONFIG,
 )
-st.plotly_chart(plots.compare_f1(validation_f1(first), validation_f1(second), names), config=CHART_CONFIG)
-st.caption("Per-class F1 on each model's validation set.")
+if same_classes(first, second):
+    st.plotly_chart(plots.compare_f1(validation_f1(first), validation_f1(second), names), config=CHART_CONFIG)
+    st.caption("Per-class F1 on each model's validation set.")
+else:
+    st.info(
+        f"These models sort photos into different classes ({first.num_classes} and {second.num_classes}), "
+        "so their per-class scores are not compared.",
+        icon=":material/info:",
+    )

@@ -8,7 +8,7 @@ import streamlit as st
 from clothclf.app.models_list import dataset_root_for
 from clothclf.app.tables import display_name, per_class_rows, select_predictions
 from clothclf.evaluation import plots
-from clothclf.evaluation.metrics import most_confused, reliability_table
+from clothclf.evaluation.metrics import cell_count, default_cell, reliability_table
 from clothclf.evaluation.predictions import prediction_arrays
 from pages._shared import (
     CHART_CONFIG,
@@ -20,6 +20,8 @@ from pages._shared import (
 )
 
 CELL_TRUE, CELL_PREDICTED = "report_cell_true", "report_cell_predicted"
+#: The model and split the chosen cell was picked on.
+CELL_SCOPE = "report_cell_scope"
 
 
 def select_cell(chart_key: str) -> None:
@@ -100,14 +102,13 @@ with confusion:
         selection_mode="points",
     )
     st.caption("Rows are the true class, columns the predicted one. Click a cell to see its photos.")
-    if (
-        st.session_state.get(CELL_TRUE) not in class_names
-        or st.session_state.get(CELL_PREDICTED) not in class_names
-    ):
-        pairs = most_confused(np.asarray(metrics["confusion_matrix"]), class_names)
-        st.session_state[CELL_TRUE], st.session_state[CELL_PREDICTED] = (
-            pairs[0][:2] if pairs else (class_names[0], class_names[0])
-        )
+    matrix = np.asarray(metrics["confusion_matrix"])
+    scope = f"{run.path}|{split}"
+    chosen = (st.session_state.get(CELL_TRUE), st.session_state.get(CELL_PREDICTED))
+    if st.session_state.get(CELL_SCOPE) != scope and not cell_count(matrix, class_names, *chosen):
+        # A cell picked on another split or model that is empty here (or unknown) starts over.
+        st.session_state[CELL_TRUE], st.session_state[CELL_PREDICTED] = default_cell(matrix, class_names)
+    st.session_state[CELL_SCOPE] = scope
     true_col, predicted_col = st.columns(2)
     true = true_col.selectbox("True class", class_names, key=CELL_TRUE, format_func=display_name)
     predicted = predicted_col.selectbox(

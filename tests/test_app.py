@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+import urllib.error
 from collections import Counter
 from pathlib import Path
 
@@ -218,11 +220,77 @@ def test_mistakes_without_the_dataset_offers_the_download(app, evaluated_model, 
     at.switch_page("pages/mistakes.py").run()
     assert "not on this computer" in at.info[0].value
     assert not at.get("image")
+    assert not [c for c in at.caption if "Photo not found" in c.value]  # said once, not under every card
     at.button[0].click().run()
     assert_no_exception(at)
     assert calls == [None]
     assert at.get("image"), "the photos show once the dataset is downloaded"
     assert not at.info
+
+
+def test_a_failed_dataset_download_says_why_and_leaves_no_progress_bar(
+    app, evaluated_model, tmp_path, monkeypatch
+):
+    moved = shutil.copytree(evaluated_model, tmp_path / "moved")
+    config = read_json(moved / "config.json")
+    write_json(
+        moved / "config.json", {**config, "dataset": {**config["dataset"], "root": str(tmp_path / "gone")}}
+    )
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(moved))
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/mistakes.py").run()
+    at.button[0].click().run()
+    assert_no_exception(at)
+    [error] = at.error
+    assert "github.com could not be reached" in error.value and "Errno" not in error.value
+    assert not at.get("progress")
+
+
+def test_switching_the_report_split_drops_a_cell_that_is_empty_there(
+    app, evaluated_model, tmp_path, monkeypatch
+):
+    # A copy whose test split has no correct answer for the first class: that cell is empty on test.
+    model = Path(shutil.copytree(evaluated_model, tmp_path / "model"))
+    names = read_json(model / "class_names.json")
+    first, other = names[0], names[1]
+    rows = read_csv(model / "predictions_test.csv")
+    rows = [{**r, "predicted": other} if r["true"] == r["predicted"] == first else r for r in rows]
+    write_csv(model / "predictions_test.csv", rows)
+    matrix = [[sum(r["true"] == t and r["predicted"] == p for r in rows) for p in names] for t in names]
+    write_json(
+        model / "metrics_test.json", {**read_json(model / "metrics_test.json"), "confusion_matrix": matrix}
+    )
+    assert any(r["true"] == r["predicted"] == first for r in read_csv(model / "predictions_validation.csv"))
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(model))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/report.py").run()
+    at.selectbox(key="report_cell_true").set_value(first).run()
+    at.selectbox(key="report_cell_predicted").set_value(first).run()
+    assert at.get("image") and not [c for c in at.caption if "No images in this cell" in c.value]
+    at.radio(key="report_split").set_value("test").run()
+    assert_no_exception(at)
+    assert (at.selectbox(key="report_cell_true").value, at.selectbox(key="report_cell_predicted").value) != (
+        first,
+        first,
+    )
+    assert not [c for c in at.caption if "No images in this cell" in c.value]
+
+
+def test_models_of_different_classes_are_not_compared_class_by_class(app):
+    second = Path(os.environ["CLOTHCLF_RUNS_DIR"]) / "second"
+    write_json(second / "class_names.json", ["a", "b", "c"])
+    app.switch_page("pages/models.py").run()
+    assert_no_exception(app)
+    assert len(app.get("plotly_chart")) == 1  # the learning curves only
+    assert "different classes" in app.info[0].value
+    table = app.dataframe[0]
+    assert list(table.value["classes"]) == [3, 3]
+    assert table.proto.placeholder == "–"  # what a missing value (a split never evaluated) shows
 
 
 def test_classify_page_does_not_import_tensorflow(evaluated_model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import shutil
 
 import numpy as np
@@ -16,6 +17,7 @@ from clothclf.app.models_list import (
     image_path,
     list_models,
     models_table,
+    same_classes,
 )
 from clothclf.app.tables import page_count, page_of, per_class_rows, select_predictions
 from clothclf.config import Paths
@@ -80,10 +82,24 @@ def test_list_models_without_a_default_model(tiny_run, tmp_path):
 def test_models_table_reports_saved_metrics_only(tiny_run):
     [row] = models_table([describe_model(tiny_run, is_default=True)])
     saved = read_json(tiny_run / "metrics_validation.json")
-    assert row["val accuracy"] == pytest.approx(saved["accuracy"])
+    assert row["val accuracy"] == pytest.approx(100 * saved["accuracy"])  # percent, like every accuracy
     assert row["val macro-F1"] == pytest.approx(saved["macro_f1"])
     assert row["test accuracy"] is None
     assert row["backbone"] == "mobilenet_v2" and row["image size"] == 32
+    assert row["classes"] == 3
+    created = read_json(tiny_run / "run.json")["created"]
+    assert row["created"] == datetime.datetime.fromisoformat(created)  # the whole date and time
+
+
+def test_only_models_of_the_same_classes_are_compared_class_by_class(tiny_run, tmp_path):
+    other = shutil.copytree(tiny_run, tmp_path / "other")
+    write_json(other / "class_names.json", ["blue", "green", "red"])  # same classes, other order
+    fewer = shutil.copytree(tiny_run, tmp_path / "fewer")
+    write_json(fewer / "class_names.json", ["red", "green"])
+    write_json(fewer / "run.json", {**read_json(fewer / "run.json"), "num_classes": 2})
+    tiny, reordered, two = (describe_model(p) for p in (tiny_run, other, fewer))
+    assert same_classes(tiny, reordered)
+    assert not same_classes(tiny, two) and two.num_classes == 2
 
 
 def test_evaluated_splits(tiny_run):

@@ -94,6 +94,14 @@ def test_confusion_heatmap_has_a_clickable_point_per_cell(normalize):
     ]
 
 
+def test_learning_rate_curve_keeps_the_epochs_where_a_cosine_schedule_reaches_zero():
+    history = [{"phase": "fine_tune", "epoch": e, "lr": lr} for e, lr in enumerate([1e-4, 5e-5, 0.0], 1)]
+    fig = plots.learning_rate_curve(history)
+    y = list(fig.data[0].y)
+    assert len(y) == 3 and all(value is not None and value > 0 for value in y)  # drawable on a log axis
+    assert y[2] < min(y[:2]) and list(fig.data[0].customdata) == [1e-4, 5e-5, 0.0]  # hover says 0
+
+
 def test_reliability_diagram_plots_the_table():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), size=50)
@@ -102,6 +110,7 @@ def test_reliability_diagram_plots_the_table():
     fig = plots.reliability_diagram(table)
     assert list(fig.data[0].y) == [row["accuracy"] for row in table]
     assert sum(c[0] for c in fig.data[0].customdata) == 50
+    assert list(fig.data[0].text) == [str(row["count"]) for row in table]  # each bar says how many images
 
 
 def test_per_class_and_comparison_bars():

@@ -6,6 +6,8 @@ TensorFlow or Streamlit.
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +15,10 @@ from typing import Any
 
 from clothclf.config import Paths
 from clothclf.data.datasets import IMAGE_EXTENSIONS
-from clothclf.errors import DatasetError
-from clothclf.runs import RunInfo, has_model, is_complete_run, list_runs, read_json
+from clothclf.errors import DatasetError, RunError
+from clothclf.runs import RunInfo, has_model, is_complete_run, list_runs, read_class_names, read_summary
+
+log = logging.getLogger(__name__)
 
 EVAL_SPLITS = ("validation", "test")
 
@@ -27,6 +31,11 @@ class ModelEntry:
     path: Path
     is_default: bool
     summary: dict[str, Any]
+    class_names: tuple[str, ...] = ()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
 
     @property
     def label(self) -> str:
@@ -48,8 +57,13 @@ def describe_model(path: str | Path, *, is_default: bool = False) -> ModelEntry 
     path = Path(path)
     if not _is_model_dir(path):
         return None
-    summary = read_json(path / "run.json") if (path / "run.json").is_file() else {}
-    return ModelEntry(summary.get("name", path.name), path, is_default, summary)
+    try:
+        summary = read_summary(path) if (path / "run.json").is_file() else {}
+        names = tuple(read_class_names(path, summary))
+    except RunError as exc:
+        log.warning("model %s left out: %s", path, exc)
+        return None
+    return ModelEntry(summary.get("name", path.name), path, is_default, summary, names)
 
 
 def list_models(paths: Paths) -> list[ModelEntry]:
@@ -59,7 +73,7 @@ def list_models(paths: Paths) -> list[ModelEntry]:
     seen = {p.path.resolve() for p in entries}
     for run in list_runs(paths.runs_dir):
         if run.path.resolve() not in seen:
-            entries.append(ModelEntry(run.name, run.path, False, run.summary))
+            entries.append(ModelEntry(run.name, run.path, False, run.summary, tuple(run.class_names())))
     return entries
 
 
@@ -69,12 +83,29 @@ def find_model(entries: Sequence[ModelEntry], path: str | Path) -> ModelEntry | 
     return next((e for e in entries if e.path.resolve() == target), None)
 
 
-def _metric(metrics: dict | None, key: str) -> float | None:
+def same_classes(first: ModelEntry, second: ModelEntry) -> bool:
+    """Whether two models sort photos into the same classes (so their per-class scores compare)."""
+    return sorted(first.class_names) == sorted(second.class_names)
+
+
+def _percent(metrics: dict | None, key: str) -> float | None:
+    return None if metrics is None or key not in metrics else 100 * float(metrics[key])
+
+
+def _score(metrics: dict | None, key: str) -> float | None:
     return None if metrics is None or key not in metrics else float(metrics[key])
 
 
+def _created(summary: dict[str, Any]) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(summary["created"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def models_table(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
-    """One row per model with its key facts and metrics (None where a split was never evaluated)."""
+    """One row per model with its key facts and metrics: accuracies in percent, F1 from 0 to 1,
+    ``created`` as a date and time, None wherever something is unknown (a split never evaluated)."""
     rows = []
     for entry in entries:
         run = entry.run
@@ -84,14 +115,15 @@ def models_table(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
             {
                 "model": entry.label,
                 "backbone": entry.summary.get("backbone"),
+                "classes": entry.num_classes,
                 "image size": entry.summary.get("image_size"),
                 "epochs": entry.summary.get("epochs"),
-                "val accuracy": _metric(val, "accuracy"),
-                "val macro-F1": _metric(val, "macro_f1"),
-                "test accuracy": _metric(test, "accuracy"),
-                "test macro-F1": _metric(test, "macro_f1"),
+                "val accuracy": _percent(val, "accuracy"),
+                "val macro-F1": _score(val, "macro_f1"),
+                "test accuracy": _percent(test, "accuracy"),
+                "test macro-F1": _score(test, "macro_f1"),
                 "minutes": round(entry.summary["seconds"] / 60, 1) if "seconds" in entry.summary else None,
-                "created": entry.summary.get("created", "")[:16].replace("T", " ") or None,
+                "created": _created(entry.summary),
                 "path": str(entry.path),
             }
         )

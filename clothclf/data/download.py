@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import http.client
 import shutil
+import socket
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -57,13 +59,27 @@ def _fetch(url: str, path: Path, progress: ProgressCallback | None, timeout: flo
     except urllib.error.HTTPError as exc:
         raise DatasetError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from exc
     except urllib.error.URLError as exc:
-        raise DatasetError(f"could not download {url}: {exc.reason}") from exc
+        raise DatasetError(f"could not download {url}: {_network_problem(url, exc.reason)}") from exc
     except (OSError, http.client.HTTPException, ValueError) as exc:
         raise DatasetError(f"could not download {url}: {str(exc) or type(exc).__name__}") from exc
     if total is not None and done != total:
         raise DatasetError(
             f"could not download {url}: the connection closed after {done:,} of {total:,} bytes"
         )
+
+
+def _network_problem(url: str, reason: object) -> str:
+    """Why a connection to ``url`` failed, in words (not ``[Errno -2] Name or service not known``)."""
+    host = urllib.parse.urlsplit(url).hostname or url
+    if isinstance(reason, socket.gaierror):
+        return f"{host} could not be reached: its name could not be resolved (is this machine offline?)"
+    if isinstance(reason, TimeoutError):
+        return f"{host} did not answer in time"
+    if isinstance(reason, ConnectionRefusedError):
+        return f"{host} refused the connection"
+    if isinstance(reason, OSError) and reason.strerror:
+        return f"{host} could not be reached: {reason.strerror}"
+    return str(reason)
 
 
 def _move_into_place(source: Path, target: Path, work: Path) -> None:

@@ -55,6 +55,19 @@ def most_confused(
     return sorted(pairs, key=lambda p: (-p[2], p[0], p[1]))
 
 
+def cell_count(matrix: np.ndarray, class_names: Sequence[str], true: object, predicted: object) -> int:
+    """Images in the confusion-matrix cell (``true``, ``predicted``); 0 if either is not a class."""
+    if true not in class_names or predicted not in class_names:
+        return 0
+    return int(matrix[list(class_names).index(true), list(class_names).index(predicted)])
+
+
+def default_cell(matrix: np.ndarray, class_names: Sequence[str]) -> tuple[str, str]:
+    """The cell to show first: the most confused pair, or the first class's diagonal if none is."""
+    pairs = most_confused(matrix, class_names)
+    return pairs[0][:2] if pairs else (class_names[0], class_names[0])
+
+
 def _floored(probs: np.ndarray, floor: float = 1e-7) -> np.ndarray:
     """Probabilities with every entry at least ``floor`` (one confident zero would make the log loss
     infinite), renormalised so each row still sums to one."""

@@ -109,10 +109,23 @@ def training_curves(history: Sequence[Mapping[str, object]]) -> go.Figure:
 
 
 def learning_rate_curve(history: Sequence[Mapping[str, object]]) -> go.Figure:
-    """The learning rate at the end of each epoch (log scale), with the phase changes marked."""
+    """The learning rate at the end of each epoch (log scale), with the phase changes marked.
+
+    A rate of 0 (where a cosine schedule ends) has no place on a log axis: it is drawn as a hollow
+    marker a decade below the smallest positive rate, and its hover text says 0.
+    """
+    rates = _column(history, "lr")
+    positive = [rate for rate in rates if rate]
+    floor = min(positive) / 10 if positive else 1e-6
     fig = go.Figure(
         go.Scatter(
-            x=_column(history, "epoch"), y=_column(history, "lr"), mode="lines+markers", line_color=TRAIN
+            x=_column(history, "epoch"),
+            y=[rate if rate is None or rate > 0 else floor for rate in rates],
+            customdata=rates,
+            mode="lines+markers",
+            line_color=TRAIN,
+            marker=dict(symbol=["circle-open" if rate == 0 else "circle" for rate in rates], size=8),
+            hovertemplate="epoch %{x}: learning rate %{customdata:.3g}<extra></extra>",
         )
     )
     for x, _ in _phase_changes(history):
@@ -174,8 +187,8 @@ def confusion_heatmap(
 def reliability_diagram(table: Sequence[Mapping[str, float]]) -> go.Figure:
     """Accuracy against mean confidence per confidence bin (:func:`clothclf.evaluation.metrics.reliability_table`).
 
-    Bars sit at each bin's range; the diagonal is perfect calibration. Bars below it mean the model
-    is over-confident there.
+    Bars sit at each bin's range, labelled with how many images they hold; the diagonal is perfect
+    calibration. Bars below it mean the model is over-confident there.
     """
     centers = [(row["low"] + row["high"]) / 2 for row in table]
     widths = [row["high"] - row["low"] for row in table]
@@ -190,6 +203,9 @@ def reliability_diagram(table: Sequence[Mapping[str, float]]) -> go.Figure:
                 customdata=[[row["count"], row["confidence"]] for row in table],
                 hovertemplate="accuracy %{y:.0%}<br>mean confidence %{customdata[1]:.0%}"
                 "<br>%{customdata[0]} images<extra></extra>",
+                text=[f"{row['count']}" for row in table],
+                textposition="outside",
+                cliponaxis=False,
             ),
             go.Scatter(
                 x=[row["confidence"] for row in table],

@@ -10,7 +10,6 @@ TensorFlow is imported).
 from __future__ import annotations
 
 import itertools
-import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -21,6 +20,7 @@ import numpy as np
 
 from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from clothclf.errors import ClothclfError, RunError
+from clothclf.runs import read_class_names, read_summary, verify_model_files
 from clothclf.serving.runtime import DenseHead, FeaturesThenHead, KerasRunner, LiteRTRunner, available_cpus
 from clothclf.training.calibration import apply_temperature
 
@@ -172,11 +172,48 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _read_json(path: Path):
+def _model_files(model_dir: Path, backend: str) -> tuple[str, tuple[str, ...]]:
+    """The backend to use (``auto`` resolved) and the model files it loads from ``model_dir``."""
+    names = ("model.tflite", "model_int8.tflite", "features.tflite", "head.npz", "model.keras")
+    present = {name for name in names if (model_dir / name).is_file()}
+    if backend == "auto":
+        backend = "litert" if present & {"model.tflite", "features.tflite"} else "keras"
+    if backend == "litert-int8":
+        if "model_int8.tflite" not in present:
+            raise RunError(
+                f"{model_dir}: no model_int8.tflite (run `clothclf export --int8 --model {model_dir}`)"
+            )
+        return backend, ("model_int8.tflite",)
+    if backend == "keras":
+        if "model.keras" not in present:
+            raise RunError(f"{model_dir}: no model.tflite nor model.keras")
+        return backend, ("model.keras",)
+    if "model.tflite" in present:
+        return backend, ("model.tflite",)
+    if {"features.tflite", "head.npz"} <= present:
+        return backend, ("features.tflite", "head.npz")
+    raise RunError(f"{model_dir}: no model.tflite (run `clothclf export --model {model_dir}`)")
+
+
+def _load_runner(
+    model_dir: Path, files: tuple[str, ...], threads: int, pool_size: int
+) -> LiteRTRunner | FeaturesThenHead | KerasRunner:
+    """The runner of ``files`` once each matches its recorded digest; a file its format library
+    refuses (a damaged one, whatever the library raises) is a :class:`RunError` naming it."""
+    verify_model_files(model_dir, files)
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: cannot be read ({exc})") from exc
+        if files == ("model.keras",):
+            return KerasRunner(model_dir / "model.keras")
+        if len(files) == 1 and files[0].endswith(".tflite"):  # model.tflite or model_int8.tflite
+            return LiteRTRunner(model_dir / files[0], threads, pool_size)
+        features = LiteRTRunner(model_dir / "features.tflite", threads, pool_size)
+        return FeaturesThenHead(features, DenseHead(model_dir / "head.npz"))
+    except ClothclfError:
+        raise
+    except Exception as exc:
+        raise RunError(
+            f"{model_dir}: cannot load {' and '.join(files)} ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def load_classifier(
@@ -205,36 +242,12 @@ def load_classifier(
 
         model_dir = Paths.from_env().default_model_dir
     model_dir = Path(model_dir)
-    names_file = model_dir / "class_names.json"
-    if not names_file.is_file():
+    if not (model_dir / "class_names.json").is_file():
         raise RunError(f"{model_dir}: not a clothclf model folder (no class_names.json)")
-    class_names = _read_json(names_file)
-    summary = _read_json(model_dir / "run.json") if (model_dir / "run.json").is_file() else {}
-    tflite, keras_file = model_dir / "model.tflite", model_dir / "model.keras"
-    features_file, head_file = model_dir / "features.tflite", model_dir / "head.npz"
-    split_model = features_file.is_file() and head_file.is_file()
-    if backend == "auto":
-        backend = "litert" if tflite.is_file() or split_model else "keras"
-    runner: LiteRTRunner | FeaturesThenHead | KerasRunner
-    if backend == "litert-int8":
-        int8_file = model_dir / "model_int8.tflite"
-        if not int8_file.is_file():
-            raise RunError(
-                f"{model_dir}: no model_int8.tflite (run `clothclf export --int8 --model {model_dir}`)"
-            )
-        runner = LiteRTRunner(int8_file, num_threads or available_cpus(), pool_size)
-    elif backend == "litert":
-        threads = num_threads or available_cpus()
-        if tflite.is_file():
-            runner = LiteRTRunner(tflite, threads, pool_size)
-        elif split_model:
-            runner = FeaturesThenHead(LiteRTRunner(features_file, threads, pool_size), DenseHead(head_file))
-        else:
-            raise RunError(f"{model_dir}: no model.tflite (run `clothclf export --model {model_dir}`)")
-    else:
-        if not keras_file.is_file():
-            raise RunError(f"{model_dir}: no model.tflite nor model.keras")
-        runner = KerasRunner(keras_file)
+    summary = read_summary(model_dir) if (model_dir / "run.json").is_file() else {}
+    class_names = read_class_names(model_dir, summary)
+    backend, files = _model_files(model_dir, backend)
+    runner = _load_runner(model_dir, files, num_threads or available_cpus(), pool_size)
     if runner.num_outputs != len(class_names):
         raise RunError(
             f"{model_dir}: the model has {runner.num_outputs} outputs but class_names.json {len(class_names)} classes"

@@ -14,6 +14,7 @@ import numpy as np
 
 from clothclf.errors import RunError
 from clothclf.modeling.models import load_model
+from clothclf.runs import record_model_digests, verify_model_files
 
 
 def export_tflite(model: keras.Model, path: str | Path) -> Path:
@@ -86,7 +87,11 @@ def export_run(model_dir: str | Path, overwrite: bool = False) -> Path:
         raise RunError(f"{model_dir}: no model.keras to export")
     if target.is_file() and not overwrite:
         return target
-    return export_tflite(load_model(str(source)), target)
+    verify_model_files(model_dir, ["model.keras"])
+    export_tflite(load_model(str(source)), target)
+    if (model_dir / "run.json").is_file():
+        record_model_digests(model_dir)  # the new model.tflite is checked on load like the others
+    return target
 
 
 def export_head(head: keras.Model, path: str | Path) -> Path:
