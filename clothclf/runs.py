@@ -238,7 +238,11 @@ def _json_type(value: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    return reprlib.Repr(maxstring=40, maxother=40, maxlist=4, maxdict=4).repr(value)
+    """``repr(value)``, shortened (a 401-digit number, a long list)."""
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = short.maxlong = 40
+    short.maxlist = short.maxdict = 4
+    return short.repr(value)
 
 
 def has_model(path: Path) -> bool:
@@ -256,28 +260,28 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     return check_summary(summary, path)
 
 
-def read_class_names(run_dir: Path, summary: dict[str, Any] | None = None) -> list[str]:
-    """The run's checked ``class_names.json`` (as many as ``summary`` says, if it says)."""
+def read_class_names(run_dir: Path) -> list[str]:
+    """The run's checked ``class_names.json``; :class:`RunError` if it is not a list of class names."""
     path = Path(run_dir) / "class_names.json"
     try:
         names = read_json(path)
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: cannot be read as JSON ({exc})") from exc
-    names = check_class_names(names, path)
-    expected = (summary or {}).get("num_classes", len(names))
-    if len(names) != expected:
-        raise RunError(f"{path}: {len(names)} class names, but run.json says num_classes {expected}")
-    return names
+    return check_class_names(names, path)
 
 
 def check_run(path: Path) -> dict[str, Any]:
     """The summary of the complete run at ``path``; :class:`RunError` saying why it is not one."""
+    if not (path / "run.json").is_file():
+        raise RunError(f"{path} is not a complete clothclf run (no run.json)")
     summary = read_summary(path)
     if summary.get("status") != "complete":
-        raise RunError(f"{path}: run.json status is {summary.get('status')!r}, not 'complete'")
+        raise RunError(f"{path} is not a complete clothclf run (run.json status {summary.get('status')!r})")
     if not has_model(path):
-        raise RunError(f"{path}: no model file ({', '.join(MODEL_FILE_NAMES)})")
-    read_class_names(path, summary)
+        raise RunError(
+            f"{path} is not a complete clothclf run (no model file: {', '.join(MODEL_FILE_NAMES)})"
+        )
+    read_class_names(path)
     return summary
 
 
@@ -360,8 +364,6 @@ def load_run(path: str | Path) -> RunInfo:
     """The run at ``path``; :class:`RunError` (naming the file and field) if it is missing, incomplete
     or malformed."""
     path = Path(path)
-    if not (path / "run.json").is_file():
-        raise RunError(f"{path} is not a clothclf run (no run.json)")
     return RunInfo(path, check_run(path))
 
 

@@ -59,7 +59,7 @@ def describe_model(path: str | Path, *, is_default: bool = False) -> ModelEntry 
         return None
     try:
         summary = read_summary(path) if (path / "run.json").is_file() else {}
-        names = tuple(read_class_names(path, summary))
+        names = tuple(read_class_names(path))
     except RunError as exc:
         log.warning("model %s left out: %s", path, exc)
         return None

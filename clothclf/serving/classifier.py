@@ -177,7 +177,8 @@ def _model_files(model_dir: Path, backend: str) -> tuple[str, tuple[str, ...]]:
     names = ("model.tflite", "model_int8.tflite", "features.tflite", "head.npz", "model.keras")
     present = {name for name in names if (model_dir / name).is_file()}
     if backend == "auto":
-        backend = "litert" if present & {"model.tflite", "features.tflite"} else "keras"
+        split_model = {"features.tflite", "head.npz"} <= present
+        backend = "litert" if "model.tflite" in present or split_model else "keras"
     if backend == "litert-int8":
         if "model_int8.tflite" not in present:
             raise RunError(
@@ -245,7 +246,7 @@ def load_classifier(
     if not (model_dir / "class_names.json").is_file():
         raise RunError(f"{model_dir}: not a clothclf model folder (no class_names.json)")
     summary = read_summary(model_dir) if (model_dir / "run.json").is_file() else {}
-    class_names = read_class_names(model_dir, summary)
+    class_names = read_class_names(model_dir)
     backend, files = _model_files(model_dir, backend)
     runner = _load_runner(model_dir, files, num_threads or available_cpus(), pool_size)
     if runner.num_outputs != len(class_names):
