@@ -62,8 +62,9 @@ class Paths:
 @dataclass(frozen=True)
 class Limits:
     """What a visitor may send: per-file size, pixels, files and megabytes per batch, and uploaded
-    dataset zips. ``max_batch_mb`` keeps one visitor's photos (held by the server while shown) well
-    inside a 1 GB container: 20 camera photos fit."""
+    dataset zips, and how long a training job started from the app may run. ``max_batch_mb`` keeps
+    one visitor's photos (held by the server while shown) well inside a 1 GB container: 20 camera
+    photos fit."""
 
     max_upload_mb: int = 20
     max_pixels: int = 50_000_000
@@ -73,6 +74,9 @@ class Limits:
     max_zip_uncompressed_mb: int = 1024
     max_zip_entries: int = 20_000
     max_zip_ratio: float = 200.0
+    #: Minutes a training job may run; it stops itself at the next batch after that (nothing is saved)
+    #: and is killed if it has not ended a grace period later.
+    max_training_minutes: float = 120.0
 
 
 @dataclass(frozen=True)

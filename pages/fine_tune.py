@@ -110,16 +110,17 @@ def live_progress(job: Job) -> None:
     accuracy.metric("Validation accuracy (last epoch)", f"{last_val:.1%}" if last_val is not None else "—")
     if status.history:
         st.plotly_chart(plots.training_curves(status.history), config=CHART_CONFIG, key="live-curves")
-    if mine:
-        st.button(
-            "Cancel training",
-            key="ft_cancel",
-            icon=":material/stop_circle:",
-            on_click=job.cancel,
-            disabled=status.state == "cancelling",
+    st.button(  # the run is the server's: any session, even after a reload or a restart, may stop it
+        "Cancel training",
+        key="ft_cancel",
+        icon=":material/stop_circle:",
+        on_click=job.cancel,
+        disabled=status.state == "cancelling",
+    )
+    if not mine:
+        st.caption(
+            "This run was started elsewhere (another visitor, or before a reload). One run at a time per server."
         )
-    else:
-        st.caption("Another visitor started this run; you can watch it here. One run at a time per server.")
 
 
 def metric_pair(
@@ -337,6 +338,9 @@ if submitted:
         st.session_state[JOB_KEY] = job.id
         st.rerun()
 
+job = current_job(paths)  # again: a refused start means another session's run has begun since
+status = job.status() if job is not None else None
+busy = status is not None and status.active
 if job is not None and status is not None:
     st.divider()
     if busy:

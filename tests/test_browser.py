@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
+from clothclf.app.jobs import Job
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
@@ -85,19 +88,24 @@ def screenshot(page, path: Path, width: int = 1400) -> None:
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_run, tmp_path_factory) -> Iterator[str]:
+def app_env(tiny_run, tmp_path_factory) -> dict[str, str]:
+    """The environment of the app server: the tiny model (evaluated on test too), empty folders."""
     from test_app import add_test_split
 
     model = add_test_split(Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("browser") / "tiny")))
     base = tmp_path_factory.mktemp("browser-env")
-    env = {
+    return {
         **os.environ,
         "CLOTHCLF_MODEL_DIR": str(model),
         "CLOTHCLF_RUNS_DIR": str(base / "runs"),
         "CLOTHCLF_DATA_DIR": str(base / "data"),
         "CLOTHCLF_CACHE_DIR": str(base / "cache"),
     }
-    with streamlit_server(env) as server:
+
+
+@pytest.fixture(scope="module")
+def app_url(app_env) -> Iterator[str]:
+    with streamlit_server(app_env) as server:
         yield server.url
 
 
@@ -178,6 +186,39 @@ def test_a_deep_link_as_the_first_request_to_a_fresh_server_opens_the_app_page(c
         # The app's file watcher polls its own files: no inotify watch over the project tree (with a
         # .venv inside the project, one per folder of every installed package).
         assert [inotify_watches(server.pid) for server in servers] == [0] * len(servers)
+
+
+@pytest.mark.browser
+def test_a_run_started_elsewhere_can_be_cancelled_after_a_reload(
+    page, app_url, app_env, synthetic_dataset, session_cache
+):
+    # A process that starts a long run and exits, as a server killed mid-run would: the training
+    # child lives on, and this server (which never started it) must show it and let anyone cancel it.
+    starter = (
+        "import dataclasses, sys\n"
+        "from conftest import long_config\n"
+        "from clothclf.app.jobs import start_job\n"
+        "from clothclf.config import Paths\n"
+        "paths = dataclasses.replace(Paths.from_env(), cache_dir=__import__('pathlib').Path(sys.argv[2]))\n"
+        "print(start_job(long_config(__import__('pathlib').Path(sys.argv[1])), paths).folder)\n"
+    )
+    env = {**app_env, "PYTHONPATH": os.pathsep.join([str(PROJECT_ROOT), str(PROJECT_ROOT / "tests")])}
+    started = subprocess.run(
+        [sys.executable, "-c", starter, str(synthetic_dataset), str(session_cache)],
+        env=env, capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    job = Job(Path(started.stdout.strip()))
+    try:
+        open_page(page, app_url, "fine_tune")
+        page.get_by_text("Training in progress").wait_for(timeout=TIMEOUT_MS)
+        page.reload()
+        page.get_by_role("button", name="Cancel training").click(timeout=TIMEOUT_MS)
+        page.get_by_text("The run was cancelled").wait_for(timeout=3 * TIMEOUT_MS)
+        assert job.status().state == "cancelled"
+        assert page.locator(EXCEPTION).count() == 0
+    finally:
+        job.cancel()
+        job.wait(300)
 
 
 def write_screenshots(out_dir: Path) -> None:

@@ -11,11 +11,19 @@ Files under ``<runs_dir>/.jobs/``::
     lock                    locked (flock) while a job is being started
     current                 the id of the newest job
     <job id>/request.json   the config, the folders and the run folder to write, from the parent
-    <job id>/pid            the child's process id
+    <job id>/process.json   the child's identity: process id, start time and boot (see ProcessId)
     <job id>/status.json    the child's latest snapshot (see JobStatus)
     <job id>/cancel         present once a cancel was requested
     <job id>/exit_code      how the child ended, written by the parent that waited for it
+    <job id>/timed_out      present once the job was killed for overrunning its time limit
     <job id>/output.log     the child's stdout and stderr
+
+The job belongs to the server's runs folder, not to a browser tab or to the process that started
+it: any session (or a server restarted after the first one was killed, which leaves the child
+running) reads its status and can cancel it. A process is recognised by its start time as well as
+its id, so a later process that reuses the id never reads as the job. Each job has a deadline
+(``Limits.max_training_minutes``): the child stops itself at the first batch past it, and whoever
+reads the status kills a child still running a grace period later.
 
 Locking uses ``fcntl`` (Linux and macOS).
 """
@@ -40,13 +48,15 @@ from pathlib import Path
 from typing import Any
 
 from clothclf.app.memory import OUT_OF_MEMORY_ADVICE, memory_limit_mb
-from clothclf.config import Paths, TrainConfig
+from clothclf.config import Limits, Paths, TrainConfig
 from clothclf.data.datasets import create_dataset
 from clothclf.errors import ClothclfError, RunError
 from clothclf.modeling.backbones import get_backbone_spec
 from clothclf.runs import PARTIAL_PREFIX, new_run_name, read_json, write_json
 
 JOBS_DIR = ".jobs"
+#: Seconds a child may run past its deadline (to reach its next batch and stop) before it is killed.
+KILL_GRACE_SECONDS = 300.0
 ACTIVE_STATES = frozenset({"starting", "running", "cancelling"})
 #: Job folders kept for inspection; older ones are deleted when a job starts.
 KEEP_JOBS = 10
@@ -115,12 +125,17 @@ class Job:
         """Where the run is saved once the job finishes."""
         return Path(self.request()["run_dir"])
 
+    def process(self) -> ProcessId | None:
+        """The child process (None before it was started)."""
+        try:
+            return ProcessId(**read_json(self.folder / "process.json"))
+        except (OSError, TypeError, ValueError):
+            return None
+
     def pid(self) -> int | None:
         """The child's process id (None before it was started)."""
-        try:
-            return int((self.folder / "pid").read_text())
-        except (OSError, ValueError):
-            return None
+        process = self.process()
+        return process.pid if process else None
 
     @property
     def cancel_requested(self) -> bool:
@@ -132,12 +147,15 @@ class Job:
         (self.folder / "cancel").touch()
 
     def status(self) -> JobStatus:
-        """The latest snapshot; ``failed`` if the child's process is gone without a final state."""
+        """The latest snapshot; ``failed`` if the child's process is gone without a final state.
+
+        A child still alive a grace period after its deadline is killed here (see the module doc).
+        """
         status = self._read_status()
         if not status.active:
             return status
-        pid = self.pid()
-        if pid is not None and _pid_alive(pid):
+        process = self.process()
+        if process is not None and process.alive() and not self._overran(process):
             return dataclasses.replace(status, state="cancelling") if self.cancel_requested else status
         status = self._read_status()  # the child may have written its final state and exited since
         if not status.active:
@@ -159,7 +177,20 @@ class Job:
         except (OSError, ValueError):
             return JobStatus(self.id, "starting")
 
+    def _overran(self, process: ProcessId) -> bool:
+        """Kill the child if it runs past its deadline and the grace period; whether it was killed."""
+        deadline = self.request().get("deadline")
+        if deadline is None or time.time() < deadline + KILL_GRACE_SECONDS:
+            return False
+        (self.folder / "timed_out").touch()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(process.pid, signal.SIGKILL)
+        return True
+
     def _death_message(self) -> str:
+        if (self.folder / "timed_out").exists():
+            minutes = self.request().get("time_limit_minutes")
+            return f"the run overran its time limit ({minutes:g} min) and was stopped; no run was saved"
         try:
             code = int((self.folder / "exit_code").read_text())
         except (OSError, ValueError):
@@ -177,6 +208,54 @@ def out_of_memory_hint(limit_mb: float | None) -> str:
     """What a training child killed by SIGKILL most likely means: the kernel's OOM killer."""
     within = f" of the {limit_mb:,.0f} MB this app may use" if limit_mb else ""
     return f". It most likely ran out of memory{within}. {OUT_OF_MEMORY_ADVICE}"
+
+
+@dataclass(frozen=True)
+class ProcessId:
+    """A process told apart from any later one with the same number: its id, start time and boot.
+
+    ``started`` is the start time in clock ticks after boot (``/proc/<pid>/stat``, field 22) and
+    ``boot`` the kernel's boot id; both None where ``/proc`` does not exist (then only the id is checked).
+    """
+
+    pid: int
+    started: int | None = None
+    boot: str | None = None
+
+    @classmethod
+    def of(cls, pid: int) -> ProcessId:
+        """The identity of the running process ``pid``."""
+        return cls(pid, _start_ticks(pid), _boot_id())
+
+    def alive(self) -> bool:
+        """Whether this very process still runs (not a zombie, not another process that reuses its id)."""
+        if self.started is None:
+            return _pid_alive(self.pid)
+        return _boot_id() == self.boot and _start_ticks(self.pid) == self.started
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first); None if there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot), or None if it is gone or a zombie."""
+    fields = _proc_stat(pid)
+    if fields is None or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -211,8 +290,9 @@ def current_job(paths: Paths) -> Job | None:
     return Job(folder) if job_id and (folder / "request.json").is_file() else None
 
 
-def start_job(config: TrainConfig, paths: Paths) -> Job:
+def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -> Job:
     """Check ``config`` and its dataset, then train it in a child process; return the job at once.
+    The job stops after ``limits.max_training_minutes``.
 
     Raises :class:`ClothclfError` if a job is already active under ``paths.runs_dir``,
     ``ValueError`` (or :class:`~clothclf.errors.DatasetError`) for a bad config or dataset, and
@@ -235,14 +315,14 @@ def start_job(config: TrainConfig, paths: Paths) -> Job:
                     )
                 _remove_partial_run(previous)
             _prune_jobs(jobs_dir, KEEP_JOBS - 1)
-            job = _launch(config, paths, jobs_dir)
+            job = _launch(config, paths, jobs_dir, (limits or Limits()).max_training_minutes)
             _write_text(jobs_dir / "current", job.id)
     except OSError as exc:
         raise RunError(f"could not start a training job in {jobs_dir}: {exc}") from exc
     return job
 
 
-def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path) -> Job:
+def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float) -> Job:
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     job = Job(jobs_dir / job_id)
     job.folder.mkdir()
@@ -252,6 +332,8 @@ def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path) -> Job:
         "paths": {f.name: str(getattr(paths, f.name)) for f in dataclasses.fields(paths)},
         "run_dir": str(_new_run_dir(paths.runs_dir, config.backbone)),
         "started": started,
+        "deadline": time.time() + 60 * minutes,
+        "time_limit_minutes": minutes,
     }
     write_json(job.folder / "request.json", request)
     write_json(job.folder / "status.json", JobStatus(job_id, "starting", started=started).to_dict())
@@ -263,7 +345,8 @@ def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path) -> Job:
             stderr=subprocess.STDOUT,
             env=_child_env(),
         )
-    (job.folder / "pid").write_text(str(process.pid))
+    # Read while the child cannot have been reaped yet (the reaper starts below), so it is this child.
+    write_json(job.folder / "process.json", dataclasses.asdict(ProcessId.of(process.pid)))
     threading.Thread(
         target=_reap, args=(process, job.folder), name=f"clothclf-job-{job_id}", daemon=True
     ).start()

@@ -33,15 +33,20 @@ MAX_ERROR_CHARS = 600
 class _Reporter:
     """The child's progress hook: writes status snapshots and turns a cancel request into ``stop``."""
 
-    def __init__(self, job: Job, stop: threading.Event, started: str):
+    def __init__(self, job: Job, stop: threading.Event, started: str, deadline: float | None = None):
         self.job = job
         self.stop = stop
         self.started = started
+        self.deadline = deadline
+        self.timed_out = False
         self.last: JobStatus = JobStatus(job.id, "running", started=started)
         self._written_at = 0.0
         self._phase_start: tuple[str, float, float] | None = None  # (phase, elapsed, fraction)
 
     def __call__(self, event: ProgressEvent) -> None:
+        if self.deadline is not None and time.time() > self.deadline:
+            self.timed_out = True
+            self.stop.set()
         if self.job.cancel_requested:
             self.stop.set()
         same_epoch = (event.phase, event.epoch) == (self.last.phase, self.last.epoch)
@@ -89,7 +94,7 @@ def _describe_error(exc: Exception) -> str:
 def run_job(job: Job, stop: threading.Event) -> JobStatus:
     """Train what ``job`` requests in this process, keeping its status up to date; return the final one."""
     request = job.request()
-    reporter = _Reporter(job, stop, request["started"])
+    reporter = _Reporter(job, stop, request["started"], request.get("deadline"))
     reporter.update(state="running", phase="starting")
     try:
         from clothclf.training.loop import TrainingCancelled, train
@@ -104,6 +109,10 @@ def run_job(job: Job, stop: threading.Event) -> JobStatus:
             stop=stop,
         )
     except TrainingCancelled:
+        if reporter.timed_out:
+            minutes = request["time_limit_minutes"]
+            error = f"the run reached its time limit ({minutes:g} min) and was stopped; no run was saved"
+            return reporter.update(state="failed", eta=None, error=error)
         return reporter.update(state="cancelled", eta=None)
     except Exception as exc:
         log.exception("training failed")
