@@ -250,24 +250,22 @@ def has_model(path: Path) -> bool:
     return any(all((path / name).is_file() for name in files) for files in MODEL_FILES)
 
 
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    """The run's ``run.json``, checked against :data:`RUN_FIELDS`; :class:`RunError` naming what is wrong."""
-    path = Path(run_dir) / "run.json"
+def _read_checked(path: Path, check: Callable[[Any, Path], Any]) -> Any:
     try:
-        summary = read_json(path)
+        value = read_json(path)
     except (OSError, ValueError) as exc:
         raise RunError(f"{path}: cannot be read as JSON ({exc})") from exc
-    return check_summary(summary, path)
+    return check(value, path)
+
+
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """The run's ``run.json``, checked against :data:`RUN_FIELDS`; :class:`RunError` naming what is wrong."""
+    return _read_checked(Path(run_dir) / "run.json", check_summary)
 
 
 def read_class_names(run_dir: Path) -> list[str]:
     """The run's checked ``class_names.json``; :class:`RunError` if it is not a list of class names."""
-    path = Path(run_dir) / "class_names.json"
-    try:
-        names = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{path}: cannot be read as JSON ({exc})") from exc
-    return check_class_names(names, path)
+    return _read_checked(Path(run_dir) / "class_names.json", check_class_names)
 
 
 def check_run(path: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import streamlit as st
 from clothclf.app.jobs import Job, JobStatus, current_job, start_job
 from clothclf.app.models_list import describe_model
 from clothclf.app.uploads import extract_uploaded_dataset
-from clothclf.config import AugmentConfig, Paths, TrainConfig, default, options
+from clothclf.config import AugmentConfig, Limits, Paths, TrainConfig, default, options
 from clothclf.errors import ClothclfError, RunError
 from clothclf.evaluation import plots
 from clothclf.modeling.backbones import BACKBONES, weights_cached
@@ -233,7 +233,8 @@ require_app_navigation()
 st.title("Fine-tune")
 st.caption(
     "Train a new model on the default dataset or your own photos. Training runs in a separate process "
-    "on this server, one run at a time; the result appears in the model list."
+    f"on this server, one run at a time, for at most {Limits().max_training_minutes:g} minutes; "
+    "the result appears in the model list."
 )
 
 paths = Paths.from_env()
