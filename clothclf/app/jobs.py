@@ -228,14 +228,14 @@ class ProcessId:
         return cls(pid, _start_ticks(pid), _boot_id())
 
     def alive(self) -> bool:
-        """Whether this very process still runs (not a zombie, not another process that reuses its id)."""
+        """Whether this very process still exists (not another process that reuses its id)."""
         if self.started is None:
             return _pid_alive(self.pid)
         return _boot_id() == self.boot and _start_ticks(self.pid) == self.started
 
 
 def _proc_stat(pid: int) -> list[str] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state first); None if there is none."""
+    """The fields of ``/proc/<pid>/stat`` after the command name (its state first), or None."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
@@ -244,11 +244,13 @@ def _proc_stat(pid: int) -> list[str] | None:
 
 
 def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot), or None if it is gone or a zombie."""
+    """When process ``pid`` started (clock ticks after boot), or None if there is none.
+
+    A zombie still counts: its parent (this server's reaper thread, or init for an orphan) is about
+    to collect it and record how it ended, which the status then reports.
+    """
     fields = _proc_stat(pid)
-    if fields is None or fields[0] in ("Z", "X"):
-        return None
-    return int(fields[19])
+    return None if fields is None else int(fields[19])
 
 
 def _boot_id() -> str | None:
