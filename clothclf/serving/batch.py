@@ -22,7 +22,6 @@ from clothclf.data.images import ImageInput
 from clothclf.errors import ClothclfError
 from clothclf.serving.classifier import Classifier, Prediction, load_classifier
 from clothclf.serving.result_files import ResultFile, open_result_file
-from clothclf.serving.runtime import available_cpus
 
 ENGINES = ("local", "ray")
 
@@ -162,11 +161,6 @@ def catalog_files(
         yield from expand_paths(read_path_list(path_list))
 
 
-def throughput_classifier(model_dir: str | os.PathLike | None = None, backend: str = "auto") -> Classifier:
-    """The classifier for batches: one single-threaded LiteRT interpreter per CPU, one worker each."""
-    return load_classifier(model_dir, backend=backend, num_threads=1, pool_size=available_cpus())
-
-
 def _rows(
     files: Iterable[str], model_dir, backend: str, top_k: int, engine: str, ray_address
 ) -> Iterator[dict]:
@@ -174,7 +168,7 @@ def _rows(
         from clothclf.serving.ray_engine import ray_rows
 
         return ray_rows(files, model_dir, backend=backend, top_k=top_k, address=ray_address)
-    return classify_files(throughput_classifier(model_dir, backend), files, top_k)
+    return classify_files(load_classifier(model_dir, backend=backend), files, top_k)
 
 
 def predict_catalog(

@@ -9,7 +9,9 @@ TensorFlow is imported).
 
 from __future__ import annotations
 
+import functools
 import itertools
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -61,10 +63,14 @@ class Classifier:
         tta: bool = False,
         temperature: float = 1.0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        stream_runner: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None,
     ):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, not {temperature}")
         self._run = runner
+        self._make_stream_runner = stream_runner
+        self._stream_run: Callable[[np.ndarray], np.ndarray] | None = None
+        self._stream_lock = threading.Lock()
         self.class_names = tuple(class_names)
         self.image_size = image_size
         self.backend = backend
@@ -90,15 +96,31 @@ class Classifier:
         With test-time augmentation the probabilities are averaged with those of the mirror image;
         then they are temperature-scaled (see :mod:`clothclf.training.calibration`).
         """
+        return self._probabilities(pixels, self._run)
+
+    def _stream_runner(self) -> Callable[[np.ndarray], np.ndarray]:
+        """What :meth:`predict_stream`'s workers run: single-threaded interpreters, made on first use.
+
+        Side by side, single-threaded LiteRT interpreters do more per CPU second than one that uses
+        every core, which is what a single photo's latency wants.
+        """
+        if self._make_stream_runner is None:
+            return self._run
+        with self._stream_lock:
+            if self._stream_run is None:
+                self._stream_run = self._make_stream_runner()
+            return self._stream_run
+
+    def _probabilities(self, pixels: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         expected = (self.image_size, self.image_size, 3)
         if pixels.ndim != 4 or pixels.shape[1:] != expected:
             raise ValueError(
                 f"expected images of shape (n, {', '.join(map(str, expected))}), not {pixels.shape}"
             )
         x = pixels.astype(np.float32)
-        probs = self._run(x)
+        probs = run(x)
         if self.tta:
-            probs = (probs + self._run(np.ascontiguousarray(x[:, :, ::-1]))) / 2.0
+            probs = (probs + run(np.ascontiguousarray(x[:, :, ::-1]))) / 2.0
         return apply_temperature(probs, self.temperature)
 
     def _prediction(self, probs: np.ndarray, top_k: int) -> Prediction:
@@ -147,7 +169,7 @@ class Classifier:
             except ClothclfError as exc:
                 decoded.append(exc)
         good = [d for d in decoded if isinstance(d, np.ndarray)]
-        probs = iter(self.probabilities(np.stack(good)) if good else ())
+        probs = iter(self._probabilities(np.stack(good), self._stream_runner()) if good else ())
         return [d if isinstance(d, ClothclfError) else self._prediction(next(probs), top_k) for d in decoded]
 
     def predict_batch(self, images: Sequence[ImageInput], top_k: int = 3) -> list[Prediction]:
@@ -234,7 +256,8 @@ def load_classifier(
     ``model_int8.tflite`` that ``clothclf export --int8`` writes) or ``"keras"``. ``tta`` and
     ``temperature`` default to what the run recorded in ``run.json`` (no TTA, temperature 1 when
     absent). For LiteRT, ``num_threads`` (default: every available CPU) is per interpreter, and up to
-    ``pool_size`` interpreters serve concurrent callers.
+    ``pool_size`` interpreters serve concurrent callers; :meth:`Classifier.predict_stream` (and so
+    ``predict_batch``) runs one single-threaded interpreter per CPU instead, made on its first use.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
@@ -248,7 +271,11 @@ def load_classifier(
     summary = read_summary(model_dir) if (model_dir / "run.json").is_file() else {}
     class_names = read_class_names(model_dir)
     backend, files = _model_files(model_dir, backend)
-    runner = _load_runner(model_dir, files, num_threads or available_cpus(), pool_size)
+    threads = num_threads or available_cpus()
+    runner = _load_runner(model_dir, files, threads, pool_size)
+    stream_runner = None
+    if threads > 1 and backend != "keras":  # predict_stream: one single-threaded interpreter per worker
+        stream_runner = functools.partial(_load_runner, model_dir, files, 1, available_cpus())
     if runner.num_outputs != len(class_names):
         raise RunError(
             f"{model_dir}: the model has {runner.num_outputs} outputs but class_names.json {len(class_names)} classes"
@@ -262,4 +289,5 @@ def load_classifier(
         tta=bool(summary.get("tta", False)) if tta is None else tta,
         temperature=float(summary.get("temperature", 1.0)) if temperature is None else temperature,
         max_pixels=max_pixels,
+        stream_runner=stream_runner,
     )
