@@ -199,11 +199,11 @@ def run_script(script: str, *args: str) -> dict:
 # --- in-process LiteRT measurements ------------------------------------------------------------------
 
 
-def raw_forward(model_dir: Path, num_threads: int) -> Callable[[], None]:
+def raw_forward(model_dir: Path, num_threads: int, name: str = "model.tflite") -> Callable[[], None]:
     """``Interpreter.invoke`` alone, on an input already in place."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_path=str(model_dir / "model.tflite"), num_threads=num_threads)
+    interpreter = Interpreter(model_path=str(model_dir / name), num_threads=num_threads)
     interpreter.allocate_tensors()
     detail = interpreter.get_input_details()[0]
     interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], np.float32))
@@ -266,6 +266,27 @@ def benchmark(model_dir: Path, data: bytes, repeats: int) -> dict:
         "images_per_s": throughputs,
         "in_process_peak_rss_mb": peak_rss_mb(),
     }
+
+
+def int8(model_dir: Path, data: bytes, repeats: int) -> dict | None:
+    """The full-integer ``model_int8.tflite`` (``clothclf export --int8``) against the float model, if any."""
+    if not (model_dir / "model_int8.tflite").is_file():
+        return None
+    threads = available_cpus()
+    float32, int8 = (load_classifier(model_dir, backend=b, tta=False) for b in ("litert", "litert-int8"))
+    times = timings_ms(
+        {
+            "float32": raw_forward(model_dir, threads),
+            "int8": raw_forward(model_dir, threads, "model_int8.tflite"),
+        },
+        repeats,
+    )
+    batch = [data] * 64
+    rates = images_per_s(
+        {"float32": lambda: float32.predict_batch(batch), "int8": lambda: int8.predict_batch(batch)},
+        len(batch),
+    )
+    return {"forward": {name: stats(t) for name, t in times.items()}, "images_per_s": rates}
 
 
 # --- a catalog: many different photos, in this process and through the CLI --------------------------
@@ -429,6 +450,20 @@ def markdown(result: dict) -> str:
         (f"LiteRT throughput, {name}", f"{v:.0f} images/s", "") for name, v in lite["images_per_s"].items()
     ]
     rows += catalog_rows(lite, result.get("catalog"))
+    if result.get("int8"):
+        forward, rates = result["int8"]["forward"], result["int8"]["images_per_s"]
+        rows += [
+            (
+                "int8 variant: raw forward p50, float32 / int8",
+                f"{forward['float32']['p50']:.1f} / {forward['int8']['p50']:.1f} ms",
+                "",
+            ),
+            (
+                "int8 variant: predict_batch(64), float32 / int8",
+                f"{rates['float32']:.0f} / {rates['int8']:.0f} images/s",
+                "",
+            ),
+        ]
     rows += [
         (
             "LiteRT, fresh process: import (numpy, Pillow, LiteRT) / load / first prediction",
@@ -519,6 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             },
             "serve": run_script(SERVE_SCRIPT, str(model_dir), str(image)),
             "litert": benchmark(model_dir, data, args.repeats),
+            "int8": int8(model_dir, data, args.repeats),
             "catalog": catalog(model_dir, photos)
             if (photos := catalog_photos(args.catalog_photos))
             else None,
