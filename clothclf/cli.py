@@ -121,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine", choices=["local", "ray"], default="local", help="where to run (default local)"
     )
     predict.add_argument("--ray-address", help="Ray cluster to use (default: $RAY_ADDRESS, else a local Ray)")
+    predict.add_argument(
+        "--explain", type=Path, metavar="DIR", help="also write each photo with its heatmap as DIR/<name>.png"
+    )
     predict.add_argument("files", nargs="*", metavar="PATH", help="photos or folders (searched recursively)")
 
     export = commands.add_parser(
@@ -145,6 +148,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="fit a run's temperature on its validation predictions (for older runs)",
     )
     _add_model_arg(calibrate)
+
+    trust = commands.add_parser(
+        "trust",
+        parents=[common],
+        help="add trust scores to a run saved without them: feature outputs, feature bank, fitted thresholds",
+    )
+    _add_model_arg(trust)
+    trust.add_argument("--data", type=Path, help="the run's dataset (default: CLOTHCLF_DATA_DIR)")
+    trust.add_argument(
+        "--accept-accuracy", type=float, help="accuracy accepted answers reach on validation (default: 0.97)"
+    )
 
     runs = commands.add_parser("runs", parents=[common], help="list training runs")
     runs.add_argument("--json", action="store_true")
@@ -283,7 +297,8 @@ class _PrintedRows:
             print(f"{row['file']}: error: {row['error']}", file=sys.stderr)
         else:
             others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top_k"][1:])
-            print(f"{row['file']}: {row['label']} ({row['confidence']:.1%})  [{others}]", flush=True)
+            answer = f"{row['label']} ({row['confidence']:.1%}, {row['status']})"
+            print(f"{row['file']}: {answer}  [{others}]", flush=True)
 
     def close(self) -> None:
         pass
@@ -309,7 +324,33 @@ def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
         progress=args.out is not None and sys.stderr.isatty(),
     )
     print(f"clothclf: {summary.line()}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
+    if args.explain:
+        _write_explanations(args.files, args.model, args.explain)
     return 1 if summary.failed else 0
+
+
+def _write_explanations(files: list[str], model_dir: Path | None, out_dir: Path) -> None:
+    """Each local photo of ``files`` with the heatmap of where the model looked, as ``out_dir/<stem>.png``."""
+    from PIL import Image
+
+    from clothclf.data.images import load_image
+    from clothclf.serving.batch import expand_paths, is_uri
+    from clothclf.serving.classifier import load_classifier
+    from clothclf.serving.explain import overlay
+
+    classifier = load_classifier(model_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for file in expand_paths(files):
+        if is_uri(file):
+            continue
+        try:
+            explanation = classifier.explain(file)
+            photo = Image.fromarray(load_image(file, None, classifier.max_pixels))
+        except ClothclfError as exc:
+            print(f"{file}: no explanation: {exc}", file=sys.stderr)
+            continue
+        photo.thumbnail((1024, 1024), Image.Resampling.BILINEAR)
+        overlay(photo, explanation).save(out_dir / f"{Path(file).stem}.png")
 
 
 def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
@@ -329,6 +370,20 @@ def cmd_calibrate(args: argparse.Namespace, paths: Paths) -> int:
     model_dir = args.model
     old, new = recalibrate_run(model_dir)
     print(f"{model_dir}: temperature {old:.4f} -> {new:.4f}")
+    return 0
+
+
+def cmd_trust(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.training.trust import upgrade_run
+
+    model_dir = args.model or paths.default_model_dir
+    record = upgrade_run(model_dir, args.data or paths.default_dataset_dir, args.accept_accuracy)
+    val = record["validation"]
+    print(
+        f"{model_dir}: unknown at ood_score >= {record['unknown_threshold']:.3f}, review below confidence "
+        f"{record['review_confidence']:.3f}; validation: {val['accept']:.1%} accepted "
+        f"({val['accepted_accuracy'] or 0:.1%} correct), {val['review']:.1%} review, {val['unknown']:.1%} unknown"
+    )
     return 0
 
 
@@ -356,6 +411,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "export": cmd_export,
     "calibrate": cmd_calibrate,
+    "trust": cmd_trust,
     "runs": cmd_runs,
 }
 

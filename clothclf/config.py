@@ -251,6 +251,14 @@ class TrainConfig:
         page=False,
     )
     tensorboard: bool = option(False, "TensorBoard", "write TensorBoard logs into the run folder", page=False)
+    accept_accuracy: float = option(
+        0.97,
+        "Accuracy of accepted answers",
+        "the review threshold is the lowest confidence at which accepted validation answers reach this accuracy",
+        minimum=0.5,
+        maximum=0.999,
+        step=0.01,
+    )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

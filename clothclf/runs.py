@@ -34,6 +34,8 @@ from clothclf.errors import RunError
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
+#: The feature bank of a run's training photos (see :mod:`clothclf.serving.trust`).
+TRUST_FILE = "trust.npz"
 #: Any one of these is a servable model: a whole model, or a head-only run's extractor and head.
 MODEL_FILES = (("model.tflite",), ("features.tflite", "head.npz"), ("model.keras",))
 #: Every model file a run may hold; ``run.json`` records the SHA-256 digest of each one present.
@@ -44,6 +46,7 @@ BUNDLE_PATTERNS = (
     "model.tflite",
     "features.tflite",
     "head.npz",
+    TRUST_FILE,
     "class_names.json",
     "config.json",
     "run.json",

@@ -16,7 +16,7 @@ from streamlit.runtime.pages_manager import PagesManager
 
 from clothclf.app.models_list import ModelEntry, evaluated_splits, find_model, image_path, list_models
 from clothclf.app.tables import display_name, page_count, page_of
-from clothclf.app.uploads import square_thumbnail
+from clothclf.app.uploads import explanation_overlay, square_thumbnail
 from clothclf.config import Paths
 from clothclf.evaluation import plots
 from clothclf.evaluation.predictions import parse_top3
@@ -156,8 +156,16 @@ def paginate(items: Sequence[Any], per_page: int, key: str) -> list[Any]:
     return page_of(items, page, per_page)
 
 
-def prediction_card(row: dict[str, str], root: Path | None, *, top3: bool) -> None:
-    """One saved prediction: its photo (if the dataset is on disk), labels, confidence, top-3 bars."""
+@st.cache_data(show_spinner=False, max_entries=64)
+def _explained(model_dir: str, path: str, stamp: float, size: int):
+    return explanation_overlay(cached_classifier(model_dir), Path(path).read_bytes(), size)
+
+
+def prediction_card(
+    row: dict[str, str], root: Path | None, *, top3: bool, explain_with: str | None = None
+) -> None:
+    """One saved prediction: its photo (if the dataset is on disk; with the heatmap of where the model
+    in ``explain_with`` looked, if given), labels, confidence, status, top-3 bars."""
     photo = None
     if root is not None:
         try:
@@ -165,10 +173,19 @@ def prediction_card(row: dict[str, str], root: Path | None, *, top3: bool) -> No
         except ValueError:
             photo = None
     if photo is not None and photo.is_file():
-        st.image(photo_thumbnail(photo), width="stretch")
+        image = photo_thumbnail(photo)
+        if explain_with:
+            try:
+                image = _explained(explain_with, str(photo), _mtime(photo), 240)
+            except ValueError as exc:
+                show_error(exc)
+        st.image(image, width="stretch")
     elif root is not None:  # without the dataset the page says so once, not under every card
         st.caption(f"Photo not found: `{row['file']}`")
-    st.markdown(f"**{display_name(row['predicted'])}** · {float(row['confidence']):.0%}")
+    status = {"review": " · please check", "unknown": " · not one of the classes"}.get(
+        row.get("status", ""), ""
+    )
+    st.markdown(f"**{display_name(row['predicted'])}** · {float(row['confidence']):.0%}{status}")
     st.caption(f"true class: {display_name(row['true'])}")
     if top3:
         st.plotly_chart(
@@ -178,9 +195,16 @@ def prediction_card(row: dict[str, str], root: Path | None, *, top3: bool) -> No
         )
 
 
-def photo_grid(rows: Sequence[dict[str, str]], root: Path | None, *, columns: int, top3: bool) -> None:
-    """Prediction cards in a grid, ``columns`` per row."""
+def photo_grid(
+    rows: Sequence[dict[str, str]],
+    root: Path | None,
+    *,
+    columns: int,
+    top3: bool,
+    explain_with: str | None = None,
+) -> None:
+    """Prediction cards in a grid, ``columns`` per row (heatmaps by the model in ``explain_with``, if given)."""
     for start in range(0, len(rows), columns):
         for column, row in zip(st.columns(columns, gap="medium"), rows[start : start + columns]):
             with column:
-                prediction_card(row, root, top3=top3)
+                prediction_card(row, root, top3=top3, explain_with=explain_with)

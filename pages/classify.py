@@ -7,14 +7,14 @@ from pathlib import Path
 import streamlit as st
 
 from clothclf.app.models_list import dataset_root_for, describe_model, example_photos
-from clothclf.app.tables import display_name, results_csv, results_table
+from clothclf.app.tables import display_name, results_csv, results_table, status_counts
 from clothclf.app.uploads import (
     UPLOAD_TYPES,
     Upload,
     UploadResult,
     batch_limits_text,
     classify_uploads,
-    low_confidence,
+    explanation_overlay,
     preview,
     square_thumbnail,
 )
@@ -50,42 +50,82 @@ def thumbnail(key: str, _data: Upload):
     return square_thumbnail(_data, 240, LIMITS.max_pixels)
 
 
+@st.cache_data(show_spinner="Finding where the model looked…", max_entries=8)
+def explained_photo(model_dir: str, key: str, _data: Upload):
+    return explanation_overlay(cached_classifier(model_dir), _data, 640, LIMITS.max_pixels)
+
+
+STATUS_LABELS = {"Accepted": "accept", "Please check": "review", "Not one of the classes": "unknown"}
+STATUS_TEXT = {"accept": "", "review": " · please check", "unknown": " · not one of the classes"}
+
+
 def upload_key(data: Upload) -> str:
     """What identifies an upload for the caches: the uploader's file id, or the example's path."""
     return getattr(data, "file_id", None) or str(data)
 
 
-def show_one(result: UploadResult, data: Upload, threshold: float, n_classes: int) -> None:
+def show_answer(prediction, n_classes: int) -> None:
+    if prediction.status == "unknown":
+        st.header(f"Not one of the {n_classes} classes", anchor=False)
+        st.caption(
+            f"This photo does not look like the photos the model was trained on "
+            f"(closest class: {display_name(prediction.label)}, {prediction.confidence:.0%})."
+        )
+        return
+    st.caption("This looks like")
+    st.header(display_name(prediction.label), anchor=False)
+    st.metric("Confidence", f"{prediction.confidence:.0%}")
+    if prediction.status == "review":
+        st.warning(
+            "Please check — the model is not sure enough to accept this answer.", icon=":material/help:"
+        )
+
+
+def show_one(result: UploadResult, data: Upload, model_dir: str, n_classes: int) -> None:
     if not result.ok:
         st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
         return
     photo_col, answer = st.columns([2, 3], gap="large")
-    photo_col.image(photo(upload_key(data), data), caption=result.name, width="stretch")
+    with photo_col:
+        image = photo(upload_key(data), data)
+        if st.toggle("Show where the model looked", key="heatmap"):
+            try:
+                image = explained_photo(model_dir, upload_key(data), data)
+            except ValueError as exc:
+                show_error(exc)
+        st.image(image, caption=result.name, width="stretch")
     with answer:
         prediction = result.prediction
-        st.caption("This looks like")
-        st.header(display_name(prediction.label), anchor=False)
-        st.metric("Confidence", f"{prediction.confidence:.0%}")
-        if low_confidence(prediction, threshold):
-            st.warning(f"Not sure — this may not be one of the {n_classes} classes.", icon=":material/help:")
+        show_answer(prediction, n_classes)
         st.plotly_chart(
             plots.probability_bars(prediction.probabilities, TOP_K), config=CHART_CONFIG, key="probabilities"
         )
 
 
-def show_many(results: list[UploadResult], uploads: list[tuple[str, Upload]], threshold: float) -> None:
+def show_many(results: list[UploadResult], uploads: list[tuple[str, Upload]]) -> None:
     failed = [r for r in results if not r.ok]
     for result in failed:
         st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
     ok = [(r, data) for r, (_, data) in zip(results, uploads) if r.ok]
+    counts = status_counts(results)
     st.subheader(f"{len(ok)} photos classified", anchor=False)
+    st.markdown(
+        f"**{counts['accept']}** accepted · **{counts['review']}** to check · **{counts['unknown']}** "
+        "not one of the classes"
+    )
+    shown = st.multiselect("Show", list(STATUS_LABELS), default=list(STATUS_LABELS), key="status_filter")
+    wanted = {STATUS_LABELS[name] for name in shown or ()}
+    ok = [(r, data) for r, data in ok if r.prediction.status in wanted]
     per_row = 5
     for start in range(0, len(ok), per_row):
         for column, (result, data) in zip(st.columns(per_row), ok[start : start + per_row]):
             prediction = result.prediction
-            unsure = " · not sure" if low_confidence(prediction, threshold) else ""
             column.image(thumbnail(upload_key(data), data), width="stretch")
-            column.markdown(f"**{display_name(prediction.label)}** · {prediction.confidence:.0%}{unsure}")
+            if prediction.status == "unknown":
+                column.markdown("**Not one of the classes**")
+            else:
+                label = f"**{display_name(prediction.label)}** · {prediction.confidence:.0%}"
+                column.markdown(label + STATUS_TEXT[prediction.status])
             column.caption(result.name)
     st.subheader("All results", anchor=False)
     st.dataframe(
@@ -130,15 +170,8 @@ with upload_col:
         help=batch_limits_text(LIMITS),
     )
 with options_col:
-    threshold = st.slider(
-        "Warn below this confidence",
-        0.0,
-        1.0,
-        0.5,
-        0.05,
-        format="%.2f",
-        help="A photo of something else (a cat, a chair) still gets a class, usually with low confidence.",
-    )
+    if classifier.trust_note:
+        st.caption(classifier.trust_note)
     use_camera = st.toggle("Take a photo with the camera")
     shot = st.camera_input("Camera", label_visibility="collapsed") if use_camera else None
 
@@ -163,6 +196,6 @@ if uploads:
     st.divider()
     results = classify(model_dir, tuple(upload_key(data) for _, data in uploads), uploads)
     if len(uploads) == 1:
-        show_one(results[0], uploads[0][1], threshold, len(classifier.class_names))
+        show_one(results[0], uploads[0][1], model_dir, len(classifier.class_names))
     else:
-        show_many(results, uploads, threshold)
+        show_many(results, uploads)

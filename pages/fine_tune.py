@@ -54,6 +54,7 @@ PHASES = {
     "fine_tune": "Fine-tuning the top backbone layers",
     "train": "Training the whole network",
     "evaluating": "Evaluating on the validation set, then saving and exporting the model",
+    "trust": "Fitting when to trust an answer (feature bank of the training photos, thresholds)",
 }
 
 

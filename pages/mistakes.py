@@ -89,7 +89,9 @@ with cards:
     root = dataset_root_for(run)
     if root is None:
         offer_download()
+    explain = st.toggle("Show where the model looked", key="mistakes_heatmap", disabled=root is None)
     if not mistakes:
         st.caption("No mistakes match these filters.")
     else:
-        photo_grid(paginate(mistakes, PER_PAGE, key="mistakes_page"), root, columns=4, top3=True)
+        page = paginate(mistakes, PER_PAGE, key="mistakes_page")
+        photo_grid(page, root, columns=4, top3=True, explain_with=str(run.path) if explain else None)

@@ -10,6 +10,7 @@ from clothclf.app.tables import display_name, per_class_rows, select_predictions
 from clothclf.evaluation import plots
 from clothclf.evaluation.metrics import cell_count, default_cell, reliability_table
 from clothclf.evaluation.predictions import prediction_arrays
+from clothclf.evaluation.risk import operating_point, risk_coverage, unknown_effect
 from pages._shared import (
     CHART_CONFIG,
     evaluated_run_picker,
@@ -67,8 +68,8 @@ class_names = metrics["class_names"]
 st.caption(f"{metrics['n_images']} images of {len(class_names)} classes in the {split} set.")
 metric_cards(metrics)
 
-training, per_class, confusion, calibration = st.tabs(
-    ["Training", "Per class", "Confusion matrix", "Calibration"]
+training, per_class, confusion, calibration, trust = st.tabs(
+    ["Training", "Per class", "Confusion matrix", "Calibration", "When to trust"]
 )
 
 with training:
@@ -135,4 +136,32 @@ with calibration:
         st.caption(
             f"Confidences are temperature-scaled (T = {temperature:.2f}, fitted on the validation set), "
             "which changes how sure the model says it is, never its answer."
+        )
+
+with trust:
+    record = run.summary.get("trust")
+    point = operating_point(rows, record["review_confidence"]) if record else None
+    st.plotly_chart(plots.risk_coverage_chart(risk_coverage(rows), point), config=CHART_CONFIG)
+    st.caption(
+        "Accept only answers above a confidence: the fewer you accept, the more of them are right. "
+        "Each point of the line is one threshold."
+    )
+    if record and "status" not in rows[0]:
+        st.info(
+            "These saved predictions predate trust scores: evaluate the run again to see unknowns here.",
+            icon=":material/info:",
+        )
+    if record:
+        st.markdown(
+            f"**This run's operating point**: answers below {record['review_confidence']:.0%} confidence go to "
+            f"review, chosen on the validation set so that accepted answers are at least "
+            f"{record['accept_accuracy']:.0%} right. Photos whose out-of-distribution score is above "
+            f"{record['unknown_threshold']:.2f} (the top {record['unknown_rate']:.0%} of validation photos) "
+            f"are called *not one of the classes*. {unknown_effect(point, split)}"
+        )
+    else:
+        st.info(
+            "This run was saved without trust scores: every photo gets a class and status comes from "
+            "confidence alone. `clothclf trust --model <run folder>` adds them.",
+            icon=":material/info:",
         )

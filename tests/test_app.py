@@ -94,13 +94,55 @@ def test_classify_one_upload_shows_label_percentage_and_chart(app, evaluated_mod
     assert len(app.get("plotly_chart")) == 1
 
 
-def test_low_confidence_warning_follows_the_threshold(app):
+def with_trust(model: Path, dest: Path, **thresholds: float) -> str:
+    """A copy of ``model`` whose run.json records other trust thresholds."""
+    copy = Path(shutil.copytree(model, dest))
+    summary = read_json(copy / "run.json")
+    write_json(copy / "run.json", {**summary, "trust": {**summary["trust"], **thresholds}})
+    return str(copy)
+
+
+def test_classify_says_not_one_of_the_classes_or_please_check(app, evaluated_model, tmp_path):
+    app.session_state["model_dir"] = with_trust(evaluated_model, tmp_path / "unknown", unknown_threshold=-1e9)
     app.file_uploader[0].set_value(("x.png", png((90, 90, 90)), "image/png")).run()
-    confidence = int(app.metric[0].value.rstrip("%")) / 100
-    app.slider[0].set_value(0.0).run()
-    assert not app.warning
-    app.slider[0].set_value(1.0).run()
-    assert "Not sure" in app.warning[0].value and confidence < 1.0
+    assert_no_exception(app)
+    assert [h.value for h in app.header] == ["Not one of the 3 classes"] and not app.metric
+    app.session_state["model_dir"] = with_trust(
+        evaluated_model, tmp_path / "review", unknown_threshold=1e9, review_confidence=1.01
+    )
+    app.run()
+    assert "Please check" in app.warning[0].value and app.metric[0].label == "Confidence"
+    app.toggle(key="heatmap").set_value(True).run()
+    assert_no_exception(app)
+    assert len(app.get("image")) == 1 and not app.error
+
+
+def test_batch_counts_statuses_and_filters(app, evaluated_model, tmp_path):
+    app.session_state["model_dir"] = with_trust(
+        evaluated_model, tmp_path / "review", unknown_threshold=1e9, review_confidence=1.01
+    )
+    files = [("a.png", png((200, 0, 0)), "image/png"), ("b.png", png((0, 200, 0)), "image/png")]
+    app.file_uploader[0].set_value(files).run()
+    assert_no_exception(app)
+    assert any("**0** accepted · **2** to check · **0**" in m.value for m in app.markdown)
+    assert list(app.dataframe[0].value["status"]) == ["review", "review"]
+    app.multiselect(key="status_filter").set_value(["Accepted"]).run()
+    assert len(app.get("image")) == 0
+
+
+def test_report_shows_risk_coverage_and_the_operating_point(app):
+    app.switch_page("pages/report.py").run()
+    assert_no_exception(app)
+    assert any(
+        "This run's operating point" in m.value and "set aside as unknown" in m.value for m in app.markdown
+    )
+
+
+def test_mistakes_show_where_the_model_looked(app):
+    app.switch_page("pages/mistakes.py").run()
+    app.toggle(key="mistakes_heatmap").set_value(True).run()
+    assert_no_exception(app)
+    assert not app.error
 
 
 def test_classify_many_uploads_with_a_bad_file(app):

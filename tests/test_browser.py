@@ -93,6 +93,9 @@ def app_env(tiny_run, tmp_path_factory) -> dict[str, str]:
     from test_app import add_test_split
 
     model = add_test_split(Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("browser") / "tiny")))
+    summary = json.loads((model / "run.json").read_text())  # every answer to review: a status to see
+    summary["trust"].update(unknown_threshold=1e9, review_confidence=1.01)
+    (model / "run.json").write_text(json.dumps(summary))
     base = tmp_path_factory.mktemp("browser-env")
     return {
         **os.environ,
@@ -135,6 +138,7 @@ def test_upload_a_photo_and_see_the_label_and_confidence(page, app_url, tiny_run
     assert label in (tiny_run / "class_names.json").read_text()
     assert re.fullmatch(r"\d{1,3}%", page.locator('[data-testid="stMetricValue"]').first.inner_text().strip())
     assert page.locator('[data-testid="stPlotlyChart"]').count() == 1
+    assert page.get_by_text("Please check").is_visible()
     assert page.locator(EXCEPTION).count() == 0
 
 

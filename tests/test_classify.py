@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clothclf.app.tables import display_name, results_csv, results_table
-from clothclf.app.uploads import classify_uploads, low_confidence, preview, square_thumbnail
+from clothclf.app.tables import display_name, results_csv, results_table, status_counts
+from clothclf.app.uploads import classify_uploads, preview, square_thumbnail
 from clothclf.config import Limits
 from clothclf.serving.classifier import Classifier, load_classifier
 
@@ -93,10 +93,11 @@ def test_uploads_are_read_in_place_and_can_be_shown_after_classifying(tmp_path):
     assert not upload.closed
 
 
-def test_low_confidence_compares_with_the_threshold():
+def test_unsure_answers_go_to_review_and_are_counted():
     [result] = classify_uploads(mean_colour_classifier(), [("x.png", png_bytes((90, 80, 85)))], Limits())
-    assert low_confidence(result.prediction, 0.5)
-    assert not low_confidence(result.prediction, 0.2)
+    assert result.prediction.confidence < 0.5 and result.prediction.status == "review"
+    assert status_counts([result]) == {"accept": 0, "review": 1, "unknown": 0}
+    assert "status,ood_score" in results_csv([result]).splitlines()[0]
 
 
 def test_results_table_and_csv_hold_every_file_and_class():

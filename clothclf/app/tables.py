@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from clothclf.app.uploads import UploadResult
+from clothclf.serving.trust import STATUSES
 
 
 def select_predictions(
@@ -58,13 +59,25 @@ def display_name(label: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def status_counts(results: Sequence[UploadResult]) -> dict[str, int]:
+    """How many classified photos are accept, review and unknown."""
+    statuses = [r.prediction.status for r in results if r.prediction]
+    return {name: statuses.count(name) for name in STATUSES}
+
+
 def results_table(results: Sequence[UploadResult]) -> list[dict]:
-    """One row per file: name, label, confidence, the top-k as text, and the error (if any)."""
+    """One row per file: name, label, confidence, status, ood_score, the top-k as text, and the error (if any)."""
     return [
         {
             "file": r.name,
             "label": r.prediction.label if r.prediction else None,
             "confidence": round(r.prediction.confidence, 4) if r.prediction else None,
+            "status": r.prediction.status if r.prediction else "",
+            "ood_score": _rounded(r.prediction.ood_score) if r.prediction else None,
             "top_k": "; ".join(f"{label} {p:.1%}" for label, p in r.prediction.top_k) if r.prediction else "",
             "error": r.error or "",
         }
@@ -77,7 +90,17 @@ def results_csv(results: Sequence[UploadResult]) -> str:
     classes = next((list(r.prediction.probabilities) for r in results if r.prediction), [])
     buffer = io.StringIO()
     writer = csv.DictWriter(
-        buffer, fieldnames=["file", "label", "confidence", "top_k", "error", *(f"p_{c}" for c in classes)]
+        buffer,
+        fieldnames=[
+            "file",
+            "label",
+            "confidence",
+            "status",
+            "ood_score",
+            "top_k",
+            "error",
+            *(f"p_{c}" for c in classes),
+        ],
     )
     writer.writeheader()
     for result, row in zip(results, results_table(results)):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+from PIL import Image
 
 from clothclf.config import Limits, Paths
 from clothclf.data.archives import DEFAULT_LIMITS, find_dataset_root, safe_extract_zip
@@ -20,6 +21,7 @@ from clothclf.data.datasets import create_dataset
 from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image, load_preview
 from clothclf.errors import ClothclfError, DatasetError
 from clothclf.serving.classifier import Classifier, Prediction
+from clothclf.serving.explain import overlay
 
 MB = 1024 * 1024
 UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
@@ -112,14 +114,17 @@ def preview(data: ImageInput, max_side: int = 480, max_pixels: int = DEFAULT_MAX
     return load_preview(_from_start(data), max_side, max_pixels)
 
 
+def explanation_overlay(
+    classifier: Classifier, data: ImageInput, max_side: int = 480, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """The photo (as :func:`preview` shows it) with the heatmap of where the model looked blended over it."""
+    explanation = classifier.explain(_from_start(data))
+    return np.asarray(overlay(Image.fromarray(preview(data, max_side, max_pixels)), explanation))
+
+
 def square_thumbnail(source: ImageInput, size: int = 200, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The photo center-cropped to a square of ``size`` pixels (for tidy grids), upright RGB."""
     return load_preview(_from_start(source), size, max_pixels, square=True)
-
-
-def low_confidence(prediction: Prediction, threshold: float) -> bool:
-    """True when the top class's probability is below ``threshold``: maybe none of the known classes."""
-    return prediction.confidence < threshold
 
 
 def extract_uploaded_dataset(source: IO[bytes], paths: Paths, limits: Limits = DEFAULT_LIMITS) -> Path:

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from clothclf.data.datasets import Dataset, decode_split
+from clothclf.modeling.models import with_feature_map
 from clothclf.serving.export import export_tflite
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
 
@@ -39,21 +40,25 @@ class Features:
 
 
 def extractor_digest(extractor: keras.Model, backbone: str) -> str:
-    """A digest of what the extractor computes: backbone, input size, Keras version and every weight."""
+    """A digest of what the extractor computes: backbone, input size, Keras version, outputs and every weight."""
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(f"{backbone}|{extractor.input_shape}|keras-{keras.__version__}".encode())
+    outputs = "features,feature_map"  # see extractor_tflite
+    digest.update(f"{backbone}|{extractor.input_shape}|keras-{keras.__version__}|{outputs}".encode())
     for weight in extractor.weights:
         digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
     return digest.hexdigest()
 
 
 def extractor_tflite(extractor: keras.Model, backbone: str, cache_dir: Path) -> Path:
-    """The extractor as a LiteRT model in the cache, converted on a miss (about 15 s)."""
+    """The extractor as a LiteRT model in the cache, converted on a miss (about 15 s).
+
+    Its main output is the pooled features; the last feature map is a second output, so a head-only
+    run that ships this file can explain its answers (:mod:`clothclf.serving.explain`)."""
     size = int(extractor.input_shape[1])
     path = Path(cache_dir) / f"{backbone}-{size}-{extractor_digest(extractor, backbone)}.tflite"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_tflite(extractor, path)
+        export_tflite(with_feature_map(extractor), path)
     return path
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from clothclf.data.datasets import Split, decode_split
 from clothclf.errors import DatasetError, RunError
 from clothclf.evaluation.metrics import compute_metrics
-from clothclf.evaluation.predictions import prediction_arrays, prediction_rows
+from clothclf.evaluation.predictions import prediction_arrays, prediction_rows, trust_columns
 from clothclf.runs import read_csv, read_json, write_csv, write_json
 from clothclf.training.calibration import apply_temperature, fit_temperature
 
@@ -24,16 +24,17 @@ def evaluate_classifier(
     decoded = decode_split(split, classifier.image_size)
     if not len(decoded.labels):
         raise DatasetError("no readable images to evaluate")
-    probs = np.concatenate(
-        [
-            classifier.probabilities(decoded.images[i : i + batch_size])
-            for i in range(0, len(decoded.images), batch_size)
-        ]
-    )
+    answers = [
+        answer
+        for i in range(0, len(decoded.images), batch_size)
+        for answer in classifier.answers(decoded.images[i : i + batch_size], top_k=1)
+    ]
     names = classifier.class_names
+    probs = np.asarray([[a.probabilities[name] for name in names] for a in answers])
     metrics = compute_metrics(decoded.labels, probs, names)
     metrics["skipped"] = list(decoded.skipped)
-    return metrics, prediction_rows(decoded.files, decoded.labels, probs, names, root=root)
+    trust = [(a.status, a.ood_score) for a in answers] if classifier.trust.scored else None
+    return metrics, prediction_rows(decoded.files, decoded.labels, probs, names, root=root, trust=trust)
 
 
 def recalibrate_run(model_dir: str | Path) -> tuple[float, float]:
@@ -57,7 +58,8 @@ def recalibrate_run(model_dir: str | Path) -> tuple[float, float]:
         rows = read_csv(predictions)
         y_true, probs = prediction_arrays(rows, class_names)
         probs = apply_temperature(probs, factor)
-        write_csv(predictions, prediction_rows([r["file"] for r in rows], y_true, probs, class_names))
+        files = [r["file"] for r in rows]
+        write_csv(predictions, prediction_rows(files, y_true, probs, class_names, trust=trust_columns(rows)))
         metrics_file = model_dir / f"metrics_{predictions.stem.removeprefix('predictions_')}.json"
         saved = read_json(metrics_file) if metrics_file.is_file() else {}
         write_json(metrics_file, {**saved, **compute_metrics(y_true, probs, class_names), "temperature": new})

@@ -294,3 +294,38 @@ def compare_curves(
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=2)
     return _layout(fig, 360, legend=dict(orientation="h", y=-0.25))
+
+
+def risk_coverage_chart(
+    points: Sequence[Mapping[str, float]], operating: Mapping[str, float] | None
+) -> go.Figure:
+    """Accuracy of the accepted answers against the share accepted (:mod:`clothclf.evaluation.risk`),
+    with the run's operating point marked."""
+    fig = go.Figure(
+        go.Scatter(
+            x=[p["coverage"] for p in points],
+            y=[p["accuracy"] for p in points],
+            mode="lines",
+            name="accept above a confidence",
+            line=dict(color=TRAIN),
+            customdata=[p["threshold"] for p in points],
+            hovertemplate="accepted %{x:.0%}<br>correct %{y:.1%}<br>confidence ≥ %{customdata:.2f}<extra></extra>",
+        )
+    )
+    if operating is not None and operating.get("accuracy") is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[operating["coverage"]],
+                y=[operating["accuracy"]],
+                mode="markers",
+                name="this run's threshold",
+                marker=dict(color=ACCENT, size=12, symbol="diamond"),
+                hovertemplate="accepted %{x:.0%}<br>correct %{y:.1%}<extra></extra>",
+            )
+        )
+    low = min([p["accuracy"] for p in points] + [1.0])
+    fig.update_xaxes(title_text="share of photos accepted (coverage)", range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(
+        title_text="accuracy of accepted answers", range=[max(0.0, low - 0.02), 1.005], tickformat=".0%"
+    )
+    return _layout(fig, 380, legend=dict(orientation="h", y=-0.25))

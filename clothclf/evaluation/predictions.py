@@ -1,7 +1,7 @@
 """Per-image prediction rows: written by training and evaluation, read back by the app and calibration.
 
-A row holds file, true, predicted, confidence, correct, top3 (``"shirt:0.8100;t-shirt:0.1200;..."``) and
-one ``p_<class>`` probability column per class.
+A row holds file, true, predicted, confidence, correct, top3 (``"shirt:0.8100;t-shirt:0.1200;..."``),
+one ``p_<class>`` probability column per class and, for runs with trust scores, status and ood_score.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ def prediction_rows(
     probs: np.ndarray,
     class_names: Sequence[str],
     root: str | Path | None = None,
+    trust: Sequence[tuple[str, float]] | None = None,
 ) -> list[dict]:
-    """One row per image: file (relative to ``root`` if given), true, predicted, confidence, correct, top-3."""
+    """One row per image: file (relative to ``root`` if given), true, predicted, confidence, correct, top-3,
+    probabilities, and (when ``trust`` gives each image's (status, ood_score)) status and ood_score."""
     rows = []
-    for path, label, p in zip(files, y_true, probs):
+    for i, (path, label, p) in enumerate(zip(files, y_true, probs)):
         order = np.argsort(-p)[:3]
         name = str(Path(path).relative_to(root)) if root else str(path)
         rows.append(
@@ -33,9 +35,17 @@ def prediction_rows(
                 "correct": bool(int(label) == int(order[0])),
                 "top3": ";".join(f"{class_names[j]}:{p[j]:.4f}" for j in order),
                 **{f"p_{name_}": float(p[j]) for j, name_ in enumerate(class_names)},
+                **({"status": trust[i][0], "ood_score": float(trust[i][1])} if trust is not None else {}),
             }
         )
     return rows
+
+
+def trust_columns(rows: Sequence[dict[str, str]]) -> list[tuple[str, float]] | None:
+    """The (status, ood_score) of saved rows, or None when they have no such columns."""
+    if not rows or "ood_score" not in rows[0]:
+        return None
+    return [(row["status"], float(row["ood_score"])) for row in rows]
 
 
 def parse_top3(row: dict[str, str]) -> list[tuple[str, float]]:

@@ -123,3 +123,31 @@ def unfreeze_top_layers(model: keras.Model, count: int) -> int:
 def load_model(path: str) -> keras.Model:
     """Load a saved ``model.keras`` (this module registers clothclf's custom layers)."""
     return keras.saving.load_model(path, compile=False)
+
+
+def _pooled_and_map(extractor: keras.Model, pixels):
+    """The extractor's layers called on ``pixels``: (pooled features, the feature map before pooling)."""
+    x = pixels
+    for layer in extractor.layers[1:-1]:  # after the input, up to the pooling layer
+        x = layer(x)
+    return extractor.layers[-1](x), x
+
+
+def with_feature_map(extractor: keras.Model) -> keras.Model:
+    """A feature extractor with two named outputs: pooled ``features`` and the last ``feature_map``."""
+    pixels = keras.Input(tuple(extractor.input_shape[1:]), name="pixels")
+    features, feature_map = _pooled_and_map(extractor, pixels)
+    return keras.Model(pixels, {"features": features, "feature_map": feature_map}, name=extractor.name)
+
+
+def with_trust_outputs(model: keras.Model) -> keras.Model:
+    """The same classifier with three named outputs: ``probabilities``, the pooled backbone ``features``
+    and the backbone's last ``feature_map`` (for out-of-distribution scores and class activation maps)."""
+    pixels = keras.Input(tuple(model.input_shape[1:]), name="pixels")
+    features, feature_map = _pooled_and_map(model.get_layer("feature_extractor"), pixels)
+    outputs = {
+        "probabilities": model.get_layer("head")(features),
+        "features": features,
+        "feature_map": feature_map,
+    }
+    return keras.Model(pixels, outputs, name=f"{model.name}_trust")

@@ -22,8 +22,17 @@ import numpy as np
 
 from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from clothclf.errors import ClothclfError, RunError
-from clothclf.runs import read_class_names, read_summary, verify_model_files
-from clothclf.serving.runtime import DenseHead, FeaturesThenHead, KerasRunner, LiteRTRunner, available_cpus
+from clothclf.runs import TRUST_FILE, read_class_names, read_summary, verify_model_files
+from clothclf.serving.explain import Explanation, activation_map, method_name
+from clothclf.serving.runtime import (
+    DenseHead,
+    FeaturesThenHead,
+    KerasRunner,
+    LiteRTRunner,
+    ModelOutputs,
+    available_cpus,
+)
+from clothclf.serving.trust import CONFIDENCE_ONLY_REVIEW, FeatureBank, Thresholds, thresholds_of
 from clothclf.training.calibration import apply_temperature
 
 BACKENDS = ("auto", "litert", "litert-int8", "keras")
@@ -31,22 +40,47 @@ BACKENDS = ("auto", "litert", "litert-int8", "keras")
 CHUNK_SIZE = 8
 
 
+class ExplanationUnavailable(ClothclfError):
+    """The model has no feature-map output or no NumPy head to explain its answers with."""
+
+
 @dataclass(frozen=True)
 class Prediction:
-    """The answer for one image: the top label, its probability, the top k and every class's probability."""
+    """The answer for one image: the top label, its probability, the top k, every class's probability,
+    whether to trust it (``status``: accept, review or unknown) and its out-of-distribution score
+    (higher = less like the training photos; None for runs saved without a feature bank)."""
 
     label: str
     confidence: float
     top_k: tuple[tuple[str, float], ...]
     probabilities: dict[str, float] = field(repr=False)
+    status: str = "accept"
+    ood_score: float | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready: label, confidence and top_k as a list of {label, probability}."""
+        """JSON-ready: label, confidence, status, ood_score and top_k as a list of {label, probability}."""
         return {
             "label": self.label,
             "confidence": self.confidence,
+            "status": self.status,
+            "ood_score": self.ood_score,
             "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
         }
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What a classifier judges its answers with: thresholds, and (for scored runs) the feature bank
+    of its training photos and its head in NumPy (logits for the score, weights for explanations)."""
+
+    thresholds: Thresholds = Thresholds(review=CONFIDENCE_ONLY_REVIEW)
+    bank: FeatureBank | None = None
+    head: DenseHead | None = None
+
+    @property
+    def scored(self) -> bool:
+        """Whether answers get an ``ood_score`` (and can be ``unknown``)."""
+        return self.bank is not None and self.head is not None and self.thresholds.unknown is not None
 
 
 class Classifier:
@@ -64,6 +98,7 @@ class Classifier:
         temperature: float = 1.0,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         stream_runner: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None,
+        trust: Trust | None = None,
     ):
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, not {temperature}")
@@ -78,6 +113,18 @@ class Classifier:
         self.tta = tta
         self.temperature = temperature
         self.max_pixels = max_pixels
+        self.trust = trust or Trust()
+
+    @property
+    def trust_note(self) -> str | None:
+        """None when answers are judged by the out-of-distribution score, else a sentence saying they are not."""
+        if self.trust.scored:
+            return None
+        return (
+            f"This model was saved without a feature bank: status comes from confidence alone (review below "
+            f"{self.trust.thresholds.review:.0%}) and no photo is called unknown. "
+            f"`clothclf trust --model {self.model_dir}` adds it."
+        )
 
     def __repr__(self) -> str:
         return (
@@ -90,13 +137,10 @@ class Classifier:
         """Decode ``image`` exactly as training did, at this model's input size."""
         return load_image(image, self.image_size, self.max_pixels)
 
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        """Class probabilities of a batch of decoded ``uint8`` images, (n, size, size, 3) -> (n, k).
-
-        With test-time augmentation the probabilities are averaged with those of the mirror image;
-        then they are temperature-scaled (see :mod:`clothclf.training.calibration`).
-        """
-        return self._probabilities(pixels, self._run)
+    def outputs(self, pixels: np.ndarray, feature_map: bool = False) -> ModelOutputs:
+        """Calibrated probabilities (averaged with the mirror image under TTA), the pooled features and,
+        if asked, the last feature map of a batch of decoded ``uint8`` images (n, size, size, 3)."""
+        return self._outputs(pixels, self._run, feature_map)
 
     def _stream_runner(self) -> Callable[[np.ndarray], np.ndarray]:
         """What :meth:`predict_stream`'s workers run: single-threaded interpreters, made on first use.
@@ -111,30 +155,87 @@ class Classifier:
                 self._stream_run = self._make_stream_runner()
             return self._stream_run
 
-    def _probabilities(self, pixels: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    def _outputs(
+        self, pixels: np.ndarray, runner: Callable[[np.ndarray], np.ndarray], feature_map: bool = False
+    ) -> ModelOutputs:
         expected = (self.image_size, self.image_size, 3)
         if pixels.ndim != 4 or pixels.shape[1:] != expected:
             raise ValueError(
                 f"expected images of shape (n, {', '.join(map(str, expected))}), not {pixels.shape}"
             )
         x = pixels.astype(np.float32)
-        probs = run(x)
+        run = getattr(runner, "run", None)
+        outputs = run(x, feature_map=feature_map) if run else ModelOutputs(runner(x))
+        probs = outputs.probabilities
         if self.tta:
-            probs = (probs + run(np.ascontiguousarray(x[:, :, ::-1]))) / 2.0
-        return apply_temperature(probs, self.temperature)
+            probs = (probs + runner(np.ascontiguousarray(x[:, :, ::-1]))) / 2.0
+        return ModelOutputs(apply_temperature(probs, self.temperature), outputs.features, outputs.feature_map)
 
-    def _prediction(self, probs: np.ndarray, top_k: int) -> Prediction:
+    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
+        """Class probabilities of a batch of decoded ``uint8`` images, (n, size, size, 3) -> (n, k).
+
+        With test-time augmentation the probabilities are averaged with those of the mirror image;
+        then they are temperature-scaled (see :mod:`clothclf.training.calibration`).
+        """
+        return self.outputs(pixels).probabilities
+
+    def ood_scores(self, outputs: ModelOutputs) -> np.ndarray | None:
+        """Out-of-distribution scores of a batch's outputs (None if this run has no feature bank)."""
+        if not self.trust.scored or outputs.features is None:
+            return None
+        return self.trust.bank.ood_scores(outputs.features, self.trust.head.logits(outputs.features))
+
+    def _prediction(self, probs: np.ndarray, top_k: int, ood_score: float | None = None) -> Prediction:
+        # Four decimals: a batch and a single image give the same score (matrix products differ in the last bits).
+        ood_score = None if ood_score is None else round(ood_score, 4)
         order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(self.class_names)))]
+        confidence = float(probs[order[0]])
         return Prediction(
             label=self.class_names[order[0]],
-            confidence=float(probs[order[0]]),
+            confidence=confidence,
             top_k=tuple((self.class_names[i], float(probs[i])) for i in order),
             probabilities={name: float(p) for name, p in zip(self.class_names, probs)},
+            status=self.trust.thresholds.status(confidence, ood_score),
+            ood_score=ood_score,
         )
+
+    def answers(
+        self, pixels: np.ndarray, top_k: int = 3, runner: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> list[Prediction]:
+        """Predictions (with status and ood_score) of a batch of decoded ``uint8`` images (by ``runner``,
+        default the classifier's own)."""
+        outputs = self._outputs(pixels, runner or self._run)
+        scores = self.ood_scores(outputs)
+        return [
+            self._prediction(p, top_k, None if scores is None else float(scores[i]))
+            for i, p in enumerate(outputs.probabilities)
+        ]
 
     def predict(self, image: ImageInput, top_k: int = 3) -> Prediction:
         """Classify one image (path, bytes, file-like, PIL image or array)."""
-        return self._prediction(self.probabilities(self.load(image)[None])[0], top_k)
+        return self.answers(self.load(image)[None], top_k)[0]
+
+    def predict_explained(self, image: ImageInput, top_k: int = 3) -> tuple[Prediction, Explanation]:
+        """Classify one image and explain its top answer, in one run of the model."""
+        head = self.trust.head
+        outputs = self.outputs(self.load(image)[None], feature_map=True)
+        if outputs.feature_map is None or head is None:
+            raise ExplanationUnavailable(
+                f"{self.model_dir}: this model cannot explain its answers (no feature map output or no "
+                f"head.npz); `clothclf trust --model {self.model_dir}` adds them"
+            )
+        scores = self.ood_scores(outputs)
+        prediction = self._prediction(
+            outputs.probabilities[0], top_k, None if scores is None else float(scores[0])
+        )
+        index = self.class_names.index(prediction.label)
+        heatmap = activation_map(outputs.feature_map[0], head, index)
+        return prediction, Explanation(heatmap, prediction.label, method_name(head))
+
+    def explain(self, image: ImageInput) -> Explanation:
+        """Where the model looked for its top answer: a heatmap over the image as given (see
+        :mod:`clothclf.serving.explain`)."""
+        return self.predict_explained(image, top_k=1)[1]
 
     def predict_stream(
         self, images: Iterable[ImageInput], top_k: int = 3, workers: int | None = None
@@ -169,8 +270,8 @@ class Classifier:
             except ClothclfError as exc:
                 decoded.append(exc)
         good = [d for d in decoded if isinstance(d, np.ndarray)]
-        probs = iter(self._probabilities(np.stack(good), self._stream_runner()) if good else ())
-        return [d if isinstance(d, ClothclfError) else self._prediction(next(probs), top_k) for d in decoded]
+        answers = iter(self.answers(np.stack(good), top_k, self._stream_runner()) if good else ())
+        return [d if isinstance(d, ClothclfError) else next(answers) for d in decoded]
 
     def predict_batch(self, images: Sequence[ImageInput], top_k: int = 3) -> list[Prediction]:
         """Classify several images; raises on the first that cannot be read."""
@@ -290,4 +391,19 @@ def load_classifier(
         temperature=float(summary.get("temperature", 1.0)) if temperature is None else temperature,
         max_pixels=max_pixels,
         stream_runner=stream_runner,
+        trust=load_trust(model_dir, summary),
     )
+
+
+def load_trust(model_dir: Path, summary: dict) -> Trust:
+    """The thresholds in ``run.json``, the feature bank and the NumPy head of a run folder (those present)."""
+    head_file, bank_file = model_dir / "head.npz", model_dir / TRUST_FILE
+    head = DenseHead(head_file) if head_file.is_file() else None
+    record = summary.get("trust")
+    bank = FeatureBank.load(bank_file) if record and bank_file.is_file() else None
+    thresholds = thresholds_of(record)
+    if bank is None:
+        thresholds = Thresholds(review=thresholds.review)
+    elif head is not None and bank.basis.shape[0] != head.input_dim:
+        raise RunError(f"{bank_file}: {bank.basis.shape[0]} features, the head expects {head.input_dim}")
+    return Trust(thresholds, bank, head)

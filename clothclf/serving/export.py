@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from clothclf.errors import RunError
-from clothclf.modeling.models import load_model
+from clothclf.modeling.models import load_model, with_trust_outputs
 from clothclf.runs import record_model_digests, verify_model_files
 
 
@@ -78,6 +78,11 @@ def export_run_int8(model_dir: str | Path, data_dir: str | Path, overwrite: bool
     return export_tflite_int8(model, target, calibration_images(data_dir, int(model.input_shape[1])))
 
 
+def export_trust_model(model: keras.Model, path: str | Path) -> Path:
+    """Write ``model`` as LiteRT with its probabilities, pooled features and last feature map as outputs."""
+    return export_tflite(with_trust_outputs(model), path)
+
+
 def export_run(model_dir: str | Path, overwrite: bool = False) -> Path:
     """Add ``model.tflite`` to a run folder that has only ``model.keras`` (older runs)."""
     model_dir = Path(model_dir)
@@ -88,7 +93,7 @@ def export_run(model_dir: str | Path, overwrite: bool = False) -> Path:
     if target.is_file() and not overwrite:
         return target
     verify_model_files(model_dir, ["model.keras"])
-    export_tflite(load_model(str(source)), target)
+    export_trust_model(load_model(str(source)), target)
     if (model_dir / "run.json").is_file():
         record_model_digests(model_dir)  # the new model.tflite is checked on load like the others
     return target

@@ -1,7 +1,9 @@
 """Serving runtimes: a pool of LiteRT interpreters, a NumPy dense head, and the Keras model as a fallback.
 
 Each runtime is a callable from a float32 batch (n, size, size, 3) to (n, k) outputs with ``input_size``
-and ``num_outputs``. Nothing here imports TensorFlow except :class:`KerasRunner` (lazily). An
+and ``num_outputs``; ``run`` also returns the pooled backbone features and the last feature map when the
+model has them (:class:`ModelOutputs`; a LiteRT model names them in its signature, see
+:func:`clothclf.serving.export.export_trust_model`). Nothing here imports TensorFlow except :class:`KerasRunner` (lazily). An
 interpreter is not thread-safe, so each is lent to one caller at a time; the pool grows on demand up
 to ``pool_size``, so a single user only ever pays for one.
 """
@@ -13,6 +15,7 @@ import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,32 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+#: The outputs a LiteRT model may name; the first present of the first two is its main output.
+OUTPUT_NAMES = ("probabilities", "features", "feature_map")
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What one run of a model gives: class probabilities and, when the model has them, its pooled
+    backbone features (n, d) and last feature map (n, h, w, d)."""
+
+    probabilities: np.ndarray
+    features: np.ndarray | None = None
+    feature_map: np.ndarray | None = None
+
+
+def _output_indices(interpreter, path: Path) -> dict[str, int]:
+    """Tensor index of each output by name; ``"main"`` is the single output or the named main one."""
+    outputs = interpreter.get_output_details()
+    if len(outputs) == 1:
+        return {"main": outputs[0]["index"]}
+    named = {name: d["index"] for name, d in interpreter.get_signature_runner().get_output_details().items()}
+    main = next((name for name in OUTPUT_NAMES[:2] if name in named), None)
+    if main is None or not set(named) <= set(OUTPUT_NAMES):
+        raise RunError(f"{path}: outputs {sorted(named)} are not among {', '.join(OUTPUT_NAMES)}")
+    return {"main": named[main], **named}
+
+
 class _Interpreter:
     """One LiteRT interpreter with its input and output tensors looked up once."""
 
@@ -39,27 +68,35 @@ class _Interpreter:
             self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RunError(f"{path}: LiteRT cannot load it ({exc})") from exc
-        inputs, outputs = self._interpreter.get_input_details(), self._interpreter.get_output_details()
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise RunError(f"{path}: expected one input and one output, not {len(inputs)} and {len(outputs)}")
-        inp, out = inputs[0], outputs[0]
+        inputs = self._interpreter.get_input_details()
+        if len(inputs) != 1:
+            raise RunError(f"{path}: expected one input, not {len(inputs)}")
+        self._outputs = _output_indices(self._interpreter, path)
+        inp = inputs[0]
         shape = tuple(int(d) for d in inp["shape"])
         if len(shape) != 4 or shape[0] != 1 or shape[1] != shape[2] or shape[3] != 3:
             raise RunError(f"{path}: expected an input of shape (1, size, size, 3), not {shape}")
         if np.dtype(inp["dtype"]) != np.float32:
             raise RunError(f"{path}: expected a float32 input, not {np.dtype(inp['dtype'])}")
         self.input_size = shape[1]
-        self.num_outputs = int(out["shape"][-1])
-        self._input, self._output = inp["index"], out["index"]
+        details = {d["index"]: d for d in self._interpreter.get_output_details()}
+        self.num_outputs = int(details[self._outputs["main"]]["shape"][-1])
+        self.outputs = frozenset(self._outputs)
+        self._input = inp["index"]
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities of a float32 batch (n, size, size, 3), one invoke per image."""
-        result = np.empty((len(batch), self.num_outputs), np.float32)
+    def arrays(self, batch: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The named outputs of a float32 batch (n, size, size, 3), one invoke per image."""
+        result: dict[str, list[np.ndarray]] = {name: [] for name in names}
         for i in range(len(batch)):
             self._interpreter.set_tensor(self._input, batch[i : i + 1])
             self._interpreter.invoke()  # releases the GIL: interpreters of a pool run in parallel
-            result[i] = self._interpreter.get_tensor(self._output)[0]
-        return result
+            for name in names:
+                result[name].append(self._interpreter.get_tensor(self._outputs[name])[0])
+        return {name: np.asarray(values, np.float32) for name, values in result.items()}
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """The main output (probabilities, or features of an extractor) of a float32 batch."""
+        return self.arrays(batch, ("main",))["main"].reshape(len(batch), self.num_outputs)
 
 
 class LiteRTRunner:
@@ -75,6 +112,7 @@ class LiteRTRunner:
         first = _Interpreter(path, num_threads)
         self._created = 1
         self.input_size, self.num_outputs = first.input_size, first.num_outputs
+        self.outputs = first.outputs
         self._idle.put(first)
 
     @property
@@ -102,6 +140,19 @@ class LiteRTRunner:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with self._borrow() as interpreter:
             return interpreter(batch)
+
+    def arrays(self, batch: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The named outputs of a batch (names from ``outputs``)."""
+        with self._borrow() as interpreter:
+            return interpreter.arrays(batch, names)
+
+    def run(self, batch: np.ndarray, *, feature_map: bool = False) -> ModelOutputs:
+        """Probabilities, and the features and feature map this model has (the map only when asked)."""
+        names = ("main", *[n for n in ("features", "feature_map") if n in self.outputs])
+        if not feature_map:
+            names = tuple(n for n in names if n != "feature_map")
+        arrays = self.arrays(batch, names)
+        return ModelOutputs(arrays["main"], arrays.get("features"), arrays.get("feature_map"))
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -133,10 +184,20 @@ class DenseHead:
         self.num_outputs = self.layers[-1][0].shape[1]
 
     def __call__(self, features: np.ndarray) -> np.ndarray:
-        x = features
-        for kernel, bias, activation in self.layers:
-            x = HEAD_ACTIVATIONS[activation](x @ kernel + bias)
-        return x.astype(np.float32)
+        *_, last = self.layers
+        return HEAD_ACTIVATIONS[last[2]](self.logits(features)).astype(np.float32)
+
+    def hidden(self, features: np.ndarray) -> list[np.ndarray]:
+        """The input of each layer: ``features``, then each hidden layer's activations."""
+        inputs = [features]
+        for kernel, bias, activation in self.layers[:-1]:
+            inputs.append(HEAD_ACTIVATIONS[activation](inputs[-1] @ kernel + bias))
+        return inputs
+
+    def logits(self, features: np.ndarray) -> np.ndarray:
+        """The last layer before its activation (the class scores softmax turns into probabilities)."""
+        kernel, bias, _ = self.layers[-1]
+        return (self.hidden(features)[-1] @ kernel + bias).astype(np.float32)
 
 
 class FeaturesThenHead:
@@ -158,18 +219,35 @@ class FeaturesThenHead:
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return self._head(self._features(batch))
 
+    def run(self, batch: np.ndarray, *, feature_map: bool = False) -> ModelOutputs:
+        """Probabilities from the head, the features, and the feature map if asked and present."""
+        wanted = (
+            ("main", "feature_map") if feature_map and "feature_map" in self._features.outputs else ("main",)
+        )
+        arrays = self._features.arrays(batch, wanted)
+        features = arrays["main"].reshape(len(batch), -1)
+        return ModelOutputs(self._head(features), features, arrays.get("feature_map"))
+
 
 class KerasRunner:
     """The Keras model (imports TensorFlow), called under a lock."""
 
     def __init__(self, path: Path):
-        from clothclf.modeling.models import load_model
+        from clothclf.modeling.models import load_model, with_trust_outputs
 
-        self._model = load_model(str(path))
+        self._model = with_trust_outputs(load_model(str(path)))
         self._lock = threading.Lock()
         self.input_size = int(self._model.input_shape[1])
-        self.num_outputs = int(self._model.output_shape[-1])
+        self.num_outputs = int(self._model.output["probabilities"].shape[-1])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.run(batch).probabilities
+
+    def run(self, batch: np.ndarray, *, feature_map: bool = False) -> ModelOutputs:
+        """Probabilities, pooled features and (when asked) the last feature map."""
         with self._lock:
-            return np.asarray(self._model.predict_on_batch(batch), dtype=np.float32)
+            out = self._model.predict_on_batch(batch)
+        arrays = {name: np.asarray(value, dtype=np.float32) for name, value in out.items()}
+        return ModelOutputs(
+            arrays["probabilities"], arrays["features"], arrays["feature_map"] if feature_map else None
+        )

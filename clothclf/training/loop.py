@@ -40,10 +40,12 @@ from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
 from clothclf.modeling.models import build_model, get_backbone_spec, unfreeze_top_layers
 from clothclf.runs import PARTIAL_PREFIX, atomic_run_dir, new_run_name, write_run
-from clothclf.serving.export import export_head, export_tflite
+from clothclf.serving.export import export_head, export_trust_model
+from clothclf.serving.runtime import DenseHead
 from clothclf.training.calibration import apply_temperature, fit_temperature
 from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
 from clothclf.training.distributed import make_strategy
+from clothclf.training.trust import features_of, write_trust
 
 log = logging.getLogger(__name__)
 
@@ -248,7 +250,9 @@ def _train_and_save(run: TrainingRun) -> dict:
         raise TrainingCancelled("training was cancelled")
     run.announce("evaluating")
     files, labels, probs = score(run, model, features)
-    return save(run, model, files, labels, probs, features_model=extractor_file if run.head_only else None)
+    metrics = save(run, model, files, labels, probs, features_model=extractor_file if run.head_only else None)
+    fit_trust_scores(run, labels, apply_temperature(probs, metrics["temperature"]), extractor_file)
+    return metrics
 
 
 def build(run: TrainingRun, strategy: tf.distribute.Strategy) -> keras.Model:
@@ -369,10 +373,10 @@ def save(
     rows = prediction_rows(files, labels, probs, class_names, root=run.dataset.root)
     model.save(run.work / "model.keras")
     if features_model is None:
-        export_tflite(model, run.work / "model.tflite")
+        export_trust_model(model, run.work / "model.tflite")
     else:
         shutil.copyfile(features_model, run.work / "features.tflite")
-        export_head(model.get_layer("head"), run.work / "head.npz")
+    export_head(model.get_layer("head"), run.work / "head.npz")
     seconds = round(time.monotonic() - run.started, 1)
     write_run(
         run.work,
@@ -385,6 +389,24 @@ def save(
         split_record=run.dataset.split_record() if run.dataset.layout == "folder" else None,
     )
     return metrics
+
+
+def fit_trust_scores(
+    run: TrainingRun, labels: np.ndarray, probs: np.ndarray, extractor_file: Path | None
+) -> None:
+    """Step 6: the feature bank of the training photos and the thresholds, fitted on validation
+    (:mod:`clothclf.training.trust`); ``probs`` are the calibrated validation probabilities."""
+    run.announce("trust")
+    if run.head_only and extractor_file is not None:  # the cached features are the served ones
+        cache = {"cache_dir": run.paths.cache_dir, "fingerprint": run.fingerprint}
+        train, val = (
+            cached_features(extractor_file, run.dataset, s, **cache).features for s in ("train", "validation")
+        )
+    else:
+        model_file = run.work / "model.tflite"
+        train, val = (features_of(model_file, run.images(s).images) for s in ("train", "validation"))
+    logits = DenseHead(run.work / "head.npz").logits
+    write_trust(run.work, logits, train, val, probs, labels, run.config.accept_accuracy)
 
 
 def _best_val_accuracy(history: list[dict]) -> float:

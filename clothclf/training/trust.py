@@ -1,0 +1,140 @@
+"""Give a run folder trust scores: feature and feature-map outputs, a feature bank and fitted thresholds.
+
+New runs get them when they are saved (:func:`write_trust`); :func:`upgrade_run` (``clothclf trust``)
+adds them to a run saved before: it re-exports the LiteRT model with the pooled features and the last
+feature map as outputs (needs ``model.keras``), writes the head as ``head.npz``, runs the model over
+the training and validation photos, and fits (:func:`clothclf.serving.trust.fit_trust`). The test
+split is never looked at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clothclf.data.datasets import Dataset, create_dataset, decode_split
+from clothclf.errors import RunError
+from clothclf.modeling.models import load_model, with_feature_map
+from clothclf.runs import TRUST_FILE, read_json, record_model_digests, verify_model_files, write_json
+from clothclf.serving.classifier import Classifier, load_classifier
+from clothclf.serving.export import export_head, export_tflite, export_trust_model
+from clothclf.serving.runtime import LiteRTRunner, available_cpus
+from clothclf.serving.trust import DEFAULT_ACCEPT_ACCURACY, fit_trust
+
+#: Photos run through the model at a time when computing features (bounds memory).
+CHUNK_SIZE = 64
+
+
+def _outputs_missing(path: Path, names: tuple[str, ...]) -> bool:
+    return not set(names) <= LiteRTRunner(path, num_threads=1, pool_size=1).outputs
+
+
+def add_trust_outputs(model_dir: Path) -> list[str]:
+    """Re-export what lacks the feature outputs, and write ``head.npz``; the names of the files written."""
+    keras_file = model_dir / "model.keras"
+    tflite, features_file, head_file = (
+        model_dir / n for n in ("model.tflite", "features.tflite", "head.npz")
+    )
+    stale = (tflite.is_file() and _outputs_missing(tflite, ("features", "feature_map"))) or (
+        features_file.is_file() and _outputs_missing(features_file, ("feature_map",))
+    )
+    if not (stale or not head_file.is_file()):
+        return []
+    if not keras_file.is_file():
+        raise RunError(f"{model_dir}: no model.keras to add feature outputs from")
+    verify_model_files(model_dir, ["model.keras"])
+    model = load_model(str(keras_file))
+    written = []
+    if tflite.is_file() and stale:
+        export_trust_model(model, tflite)
+        written.append(tflite.name)
+    if features_file.is_file() and stale:
+        export_tflite(with_feature_map(model.get_layer("feature_extractor")), features_file)
+        written.append(features_file.name)
+    if not head_file.is_file():
+        export_head(model.get_layer("head"), head_file)
+        written.append(head_file.name)
+    return written
+
+
+def split_outputs(classifier: Classifier, dataset: Dataset, split: str) -> tuple[np.ndarray, ...]:
+    """(pooled features, calibrated probabilities, labels) of a split's readable photos."""
+    decoded = decode_split(dataset.split(split), classifier.image_size)
+    features, probs = [], []
+    for start in range(0, len(decoded.labels), CHUNK_SIZE):
+        outputs = classifier.outputs(decoded.images[start : start + CHUNK_SIZE])
+        if outputs.features is None:
+            raise RunError(f"{classifier.model_dir}: the model has no features output")
+        features.append(outputs.features)
+        probs.append(outputs.probabilities)
+    return np.concatenate(features), np.concatenate(probs), decoded.labels
+
+
+def write_trust(
+    model_dir: Path,
+    head_logits,
+    train_features: np.ndarray,
+    val_features: np.ndarray,
+    val_probs: np.ndarray,
+    val_labels: np.ndarray,
+    accept_accuracy: float,
+) -> dict:
+    """Fit on validation, write ``trust.npz`` and the ``trust`` record into ``run.json``; the record."""
+    bank, record = fit_trust(
+        train_features,
+        val_features,
+        head_logits(val_features),
+        val_probs.max(axis=1),
+        val_probs.argmax(axis=1) == np.asarray(val_labels),
+        accept_accuracy=accept_accuracy,
+    )
+    bank.save(model_dir / TRUST_FILE)
+    summary = read_json(model_dir / "run.json")
+    write_json(model_dir / "run.json", {**summary, "trust": record})
+    return record
+
+
+def upgrade_run(model_dir: str | Path, data_dir: str | Path, accept_accuracy: float | None = None) -> dict:
+    """Add trust scores to a saved run (see the module docstring); the ``trust`` record of ``run.json``."""
+    model_dir = Path(model_dir)
+    if not (model_dir / "run.json").is_file():
+        raise RunError(f"{model_dir}: not a run folder (no run.json)")
+    train_options = (
+        read_json(model_dir / "config.json").get("train", {}) if (model_dir / "config.json").is_file() else {}
+    )
+    accept_accuracy = accept_accuracy or float(train_options.get("accept_accuracy", DEFAULT_ACCEPT_ACCURACY))
+    dataset = create_dataset(
+        data_dir,
+        int(train_options.get("seed", 42)),
+        float(train_options.get("val_fraction", 0.1)),
+        float(train_options.get("test_fraction", 0.1)),
+    )
+    if add_trust_outputs(model_dir):
+        record_model_digests(model_dir)  # the re-exported files are checked on load like the others
+    classifier = load_classifier(model_dir, backend="litert", pool_size=1)
+    if tuple(dataset.class_names) != classifier.class_names:
+        raise RunError(
+            f"{data_dir}: classes {dataset.class_names} differ from the model's {classifier.class_names}"
+        )
+    train_features, _, _ = split_outputs(classifier, dataset, "train")
+    val_features, val_probs, val_labels = split_outputs(classifier, dataset, "validation")
+    return write_trust(
+        model_dir,
+        classifier.trust.head.logits,
+        train_features,
+        val_features,
+        val_probs,
+        val_labels,
+        accept_accuracy,
+    )
+
+
+def features_of(model_file: Path, images: np.ndarray) -> np.ndarray:
+    """Pooled backbone features of decoded ``uint8`` images by a LiteRT model with a ``features`` output."""
+    runner = LiteRTRunner(model_file, num_threads=available_cpus(), pool_size=1)
+    chunks = [
+        runner.arrays(images[start : start + CHUNK_SIZE].astype(np.float32), ("features",))["features"]
+        for start in range(0, len(images), CHUNK_SIZE)
+    ]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
