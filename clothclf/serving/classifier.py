@@ -58,13 +58,13 @@ class Prediction:
     ood_score: float | None = None
 
     def to_dict(self) -> dict:
-        """JSON-ready: label, confidence, status, ood_score and top_k as a list of {label, probability}."""
+        """JSON-ready: label, confidence, top_k as a list of {label, probability}, status and ood_score."""
         return {
             "label": self.label,
             "confidence": self.confidence,
+            "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
             "status": self.status,
             "ood_score": self.ood_score,
-            "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
         }
 
 
