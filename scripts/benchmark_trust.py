@@ -141,7 +141,8 @@ def main() -> None:
     print(
         f"5. latency (median of {args.repeats}, one photo): predict {ms['plain']:.2f} ms without trust, "
         f"{ms['trust']:.2f} ms with (+{ms['trust'] - ms['plain']:.2f} ms, budget 1 ms); with explanation "
-        f"{ms['explained']:.2f} ms (+{ms['explained'] - ms['trust']:.2f} ms, budget 3 ms)"
+        f"{ms['explained']:.2f} ms (+{ms['explained'] - ms['trust']:.2f} ms, budget 3 ms); NumPy work alone: "
+        f"ood_score {ms['score_only']:.3f} ms, activation map {ms['map_only']:.3f} ms"
     )
 
 
