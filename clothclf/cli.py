@@ -215,10 +215,16 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
         "final_val_accuracy": result.val_accuracy,
         "epochs": result.epochs,
         "seconds": round(result.seconds, 1),
-        "run_dir": str(result.run_dir),
+        "run_dir": str(result.run_dir) if result.run_dir else None,
+        "weights_digest": result.weights_digest,
     }
     if args.json:
         print(json.dumps(summary))
+    elif result.run_dir is None:
+        print(
+            f"trained in step with the chief, which saves the run: {result.epochs} epochs, best validation "
+            f"accuracy {result.best_val_accuracy:.4f}, weights {result.weights_digest}, {result.seconds:.0f} s"
+        )
     else:
         print(
             f"saved {result.run_dir}: validation accuracy {result.val_accuracy:.4f} "
@@ -431,7 +437,9 @@ def main(argv: list[str] | None = None) -> int:
     printable_output()
     paths = Paths.from_env()
     args = fill_from_environment(build_parser().parse_args(argv), paths)
-    logging.basicConfig(level=logging.INFO, format="clothclf: %(message)s", stream=sys.stderr)
+    # clothclf's own messages from INFO up; the libraries' (TensorFlow's collectives...) from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="clothclf: %(message)s", stream=sys.stderr)
+    log.setLevel(logging.INFO)
     handler = cmd_data_download if args.command == "data" else COMMANDS[args.command]
     try:
         with native_logs_filtered(enabled=not args.verbose):

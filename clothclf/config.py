@@ -246,8 +246,8 @@ class TrainConfig:
     strategy: str = option(
         "default",
         "Distribution strategy",
-        "one device, or MirroredStrategy over every local GPU (else CPU)",
-        choices=("default", "mirrored"),
+        "one device; mirrored: every local GPU (else CPU device); multi-worker: the machines in TF_CONFIG",
+        choices=("default", "mirrored", "multi-worker"),
         page=False,
     )
     tensorboard: bool = option(False, "TensorBoard", "write TensorBoard logs into the run folder", page=False)

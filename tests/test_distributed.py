@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import PROJECT_ROOT
 
+from clothclf.modeling.models import load_model
+from clothclf.runs import is_complete_run, read_json
 from clothclf.training.callbacks import HistoryRecorder, ProgressCallback
-from clothclf.training.distributed import fit_distributed, make_strategy
+from clothclf.training.distributed import fit_distributed, make_strategy, weights_digest
 
 
 def dense_model(seed: int = 0) -> keras.Model:
@@ -64,7 +72,7 @@ def test_fit_distributed_stops_early_and_on_request():
     x, y, _ = data()
     model, rows = dense_model(), []
     stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=0, baseline=1.01)
-    fit_distributed(
+    requested = fit_distributed(
         model,
         make_strategy("default"),
         batches(x, y),
@@ -72,7 +80,7 @@ def test_fit_distributed_stops_early_and_on_request():
         5,
         [HistoryRecorder(rows, "head"), stopper],
     )
-    assert len(rows) == 2  # Keras' early stopping never stops after the first epoch
+    assert not requested and len(rows) == 2  # Keras' early stopping never stops after the first epoch
     stop, events, rows = threading.Event(), [], []
 
     def hook(event):
@@ -82,7 +90,7 @@ def test_fit_distributed_stops_early_and_on_request():
     progress = ProgressCallback(
         hook, stop, phase="head", history=rows, epochs_before=0, total_epochs=5, started=0.0
     )
-    fit_distributed(
+    requested = fit_distributed(
         model,
         make_strategy("default"),
         batches(x, y, batch_size=2),
@@ -91,4 +99,64 @@ def test_fit_distributed_stops_early_and_on_request():
         [HistoryRecorder(rows, "head"), progress],
     )
     # Asked after the first batch; the request reaches every worker with the next one; then the epoch ends.
-    assert len(rows) == 1 and [e.batch for e in events] == [1, 2, 10]
+    assert requested and len(rows) == 1 and [e.batch for e in events] == [1, 2, 10]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free on 127.0.0.1 right now (the workers bind them a moment later)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_train_in_step_and_only_the_chief_writes(synthetic_dataset, tmp_path):
+    """`clothclf train --strategy multi-worker` in two processes on 127.0.0.1 (TF_CONFIG): one run folder."""
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+    out = tmp_path / "runs" / "together"
+    command = [
+        sys.executable,
+        "-m",
+        "clothclf",
+        "train",
+        "--data",
+        str(synthetic_dataset),
+        "--json",
+        "--backbone",
+        "custom_cnn",
+        "--image-size",
+        "16",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--strategy",
+        "multi-worker",
+        "--out",
+        str(out),
+    ]
+    workers = []
+    for index in range(2):
+        tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "TF_CONFIG": json.dumps(tf_config)}
+        workers.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    try:
+        outputs = [worker.communicate(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    assert [w.returncode for w in workers] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
+    chief, other = (json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs)
+    assert chief["run_dir"] == str(out) and other["run_dir"] is None
+    assert chief["weights_digest"] == other["weights_digest"]
+    assert chief["epochs"] == other["epochs"] == 2
+    assert os.listdir(out.parent) == [out.name]
+    assert is_complete_run(out)
+    assert weights_digest(load_model(str(out / "model.keras"))) == chief["weights_digest"]
+    assert read_json(out / "config.json")["train"]["strategy"] == "multi-worker"

@@ -144,6 +144,22 @@ def _logs(totals: np.ndarray, prefix: str = "") -> dict[str, float]:
     return {f"{prefix}loss": float(loss_sum) / examples, f"{prefix}accuracy": float(correct) / examples}
 
 
+def _train_epoch(model: keras.Model, step, batches, hooks: keras.callbacks.CallbackList) -> np.ndarray:
+    """One pass over the distributed training batches; returns (loss sum, correct, examples).
+
+    A stop asked on one worker (``model.stop_training``) travels with the next batch, after which
+    every worker leaves the loop together."""
+    totals = np.zeros(3)
+    for index, batch in enumerate(batches):
+        hooks.on_train_batch_begin(index)
+        out = step(batch, tf.constant(float(model.stop_training))).numpy()
+        totals += out[:3]
+        hooks.on_train_batch_end(index, _logs(totals))
+        if out[3] > 0:
+            break
+    return totals
+
+
 def fit_distributed(
     model: keras.Model,
     strategy: tf.distribute.Strategy,
@@ -151,36 +167,32 @@ def fit_distributed(
     val_data: tf.data.Dataset,
     epochs: int,
     callbacks: list[keras.callbacks.Callback],
-) -> None:
-    """``model.fit(train_data, validation_data=val_data, epochs=..., callbacks=...)`` under ``strategy``.
+    verbose: int = 0,
+) -> bool:
+    """``model.fit(train_data, validation_data=val_data, epochs=..., callbacks=...)`` under ``strategy``;
+    returns whether a stop asked on some worker ended it (early stopping does not count).
 
     ``model`` is compiled in ``strategy.scope()``; the datasets yield global batches of
-    ``(x, one-hot y[, sample weight])``. Logs hold ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``.
+    ``(x, one-hot y[, sample weight])``. Logs hold ``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``;
+    ``verbose`` shows Keras' progress bar as ``fit`` does.
     """
     loss = _per_example(model.loss)
     train_step, eval_step = _train_step(model, strategy, loss), _eval_step(model, strategy, loss)
-    vote = _vote(strategy)
-    statistics = _batch_norm_statistics(model)
+    vote, statistics = _vote(strategy), _batch_norm_statistics(model)
     average_statistics = _averager(strategy, statistics)
     train_batches = strategy.experimental_distribute_dataset(train_data)
     val_batches = strategy.experimental_distribute_dataset(val_data)
     steps = int(train_data.cardinality())
-    hooks = keras.callbacks.CallbackList(callbacks, model=model, epochs=epochs, steps=steps, verbose=0)
-    model.stop_training = False
+    hooks = keras.callbacks.CallbackList(
+        callbacks, add_progbar=verbose != 0, model=model, epochs=epochs, steps=steps, verbose=verbose
+    )
+    model.stop_training, requested, logs = False, False, {}
     hooks.on_train_begin()
-    logs: dict[str, float] = {}
     for epoch in range(epochs):
         hooks.on_epoch_begin(epoch)
-        totals = np.zeros(3)
-        for step, batch in enumerate(train_batches):
-            hooks.on_train_batch_begin(step)
-            out = train_step(batch, tf.constant(float(model.stop_training))).numpy()
-            totals += out[:3]
-            hooks.on_train_batch_end(step, _logs(totals))  # may ask to stop (this worker only)
-            if out[3] > 0:  # some worker asked before this batch: every worker stops here
-                break
+        totals = _train_epoch(model, train_step, train_batches, hooks)
         # A stop asked after the last batch reaches the other workers here.
-        model.stop_training = bool(vote(tf.constant(float(model.stop_training))) > 0)
+        requested = model.stop_training = bool(vote(tf.constant(float(model.stop_training))) > 0)
         if statistics:
             average_statistics()
         val_totals = sum((eval_step(batch).numpy() for batch in val_batches), np.zeros(3))
@@ -189,6 +201,7 @@ def fit_distributed(
         if model.stop_training:
             break
     hooks.on_train_end(logs)
+    return requested
 
 
 def local_copy(model: keras.Model) -> keras.Model:

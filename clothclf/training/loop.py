@@ -44,7 +44,7 @@ from clothclf.serving.export import export_head, export_trust_model
 from clothclf.serving.runtime import DenseHead
 from clothclf.training.calibration import apply_temperature, fit_temperature
 from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
-from clothclf.training.distributed import make_strategy
+from clothclf.training.distributed import fit_distributed, is_chief, local_copy, make_strategy, weights_digest
 from clothclf.training.trust import features_of, write_trust
 
 log = logging.getLogger(__name__)
@@ -56,29 +56,35 @@ class TrainingCancelled(Exception):
 
 @dataclass(frozen=True)
 class TrainResult:
-    """Where the run was saved and its headline numbers."""
+    """Where the run was saved and its headline numbers.
 
-    run_dir: Path
-    val_accuracy: float
+    A multi-worker run's other workers save nothing: their ``run_dir`` and ``val_accuracy`` are None;
+    ``weights_digest`` shows that they ended with the chief's weights.
+    """
+
+    run_dir: Path | None
+    val_accuracy: float | None
     best_val_accuracy: float
     epochs: int
     seconds: float
+    weights_digest: str
 
 
 @dataclass(frozen=True)
 class TrainingRun:
-    """What every step of one :func:`train` call shares: the config, the data, the folder being written,
-    the history so far, and how to report progress and notice a stop request."""
+    """What every step of one :func:`train` call shares: the config, the data, the folder being written
+    (None on a multi-worker run's workers other than the chief: they write nothing), the history so
+    far, and how to report progress and notice a stop request."""
 
     config: TrainConfig
     paths: Paths
     dataset: Dataset
     fingerprint: str
-    work: Path
+    work: Path | None
     started: float
     plan: tuple[tuple[str, int], ...]
     progress: ProgressHook | None = None
-    stop: threading.Event | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
     verbose: int = 0
     history: list[dict] = field(default_factory=list)
     decoded: dict[str, DecodedSplit] = field(default_factory=dict)
@@ -97,8 +103,8 @@ class TrainingRun:
         return self.plan == (("head", self.config.epochs),)
 
     def stopped(self) -> bool:
-        """Whether a stop was requested."""
-        return self.stop is not None and self.stop.is_set()
+        """Whether a stop was requested (on a multi-worker run: on any worker)."""
+        return self.stop.is_set()
 
     def announce(self, phase: str) -> None:
         """Report a phase without batches (decoding, features, evaluating) to the progress hook."""
@@ -149,21 +155,24 @@ def _callbacks(run: TrainingRun, phase: str) -> list[keras.callbacks.Callback]:
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True
         ),
-        keras.callbacks.ModelCheckpoint(
-            str(run.work / f"best-{phase}.weights.h5"),
-            monitor="val_accuracy",
-            mode="max",
-            save_best_only=True,
-            save_weights_only=True,
-        ),
     ]
+    if run.work is not None:
+        callbacks.append(
+            keras.callbacks.ModelCheckpoint(
+                str(run.work / f"best-{phase}.weights.h5"),
+                monitor="val_accuracy",
+                mode="max",
+                save_best_only=True,
+                save_weights_only=True,
+            )
+        )
     if config.lr_schedule == "plateau":
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(
                 monitor="val_loss", factor=0.3, patience=max(config.patience // 2, 1), min_lr=1e-6
             )
         )
-    if config.tensorboard:
+    if config.tensorboard and run.work is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.work / "tensorboard")))
     progress = ProgressCallback(
         run.progress,
@@ -211,29 +220,53 @@ def train(
     stop: threading.Event | None = None,
     verbose: int = 0,
 ) -> TrainResult:
-    """Train a model as ``config`` says and save a complete run folder (atomically)."""
+    """Train a model as ``config`` says and save a complete run folder (atomically).
+
+    With ``strategy="multi-worker"`` every worker in ``TF_CONFIG`` runs this with the same arguments;
+    they train in step, and only the chief evaluates and writes the run folder.
+    """
     started = time.monotonic()
     config.validate()
     paths = paths or Paths.from_env()
     keras.utils.set_random_seed(config.seed)
+    strategy = make_strategy(config.strategy)
     dataset = create_dataset(config.data_dir, config.seed, config.val_fraction, config.test_fraction)
     fingerprint = dataset_fingerprint(dataset)
     out_dir = Path(out_dir) if out_dir else paths.runs_dir / new_run_name(config.backbone)
+    shared = (config, paths, dataset, fingerprint)
+    options = dict(progress=progress, stop=stop or threading.Event(), verbose=verbose)
+    if not is_chief(strategy):
+        run = TrainingRun(*shared, None, started, _plan(config), **options)
+        model, _, _ = fit_phases(run, strategy)
+        best, seconds = _best_val_accuracy(run.history), time.monotonic() - started
+        return TrainResult(None, None, best, len(run.history), seconds, weights_digest(model))
     try:
         with atomic_run_dir(out_dir) as work:
-            run = TrainingRun(
-                config, paths, dataset, fingerprint, work, started, _plan(config), progress, stop, verbose
-            )
-            metrics = _train_and_save(run)
+            run = TrainingRun(*shared, work, started, _plan(config), **options)
+            metrics, digest = _train_and_save(run, strategy)
     except OSError as exc:
         raise RunError(f"could not write the run to {out_dir}: {exc}") from exc
-    best = _best_val_accuracy(run.history)
-    return TrainResult(out_dir, metrics["accuracy"], best, len(run.history), time.monotonic() - started)
+    best, seconds = _best_val_accuracy(run.history), time.monotonic() - started
+    return TrainResult(out_dir, metrics["accuracy"], best, len(run.history), seconds, digest)
 
 
-def _train_and_save(run: TrainingRun) -> dict:
-    """The steps of :func:`train` inside its run folder; returns the saved validation metrics."""
-    strategy = make_strategy(run.config.strategy)
+def _train_and_save(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple[dict, str]:
+    """The steps of :func:`train` inside its run folder; returns the saved validation metrics and the
+    digest of the saved weights."""
+    model, features, extractor_file = fit_phases(run, strategy)
+    run.announce("evaluating")
+    if run.config.strategy == "multi-worker":
+        model = local_copy(model)  # the other workers are gone: predict and save without collectives
+    files, labels, probs = score(run, model, features)
+    metrics = save(run, model, files, labels, probs, features_model=extractor_file if run.head_only else None)
+    fit_trust_scores(run, labels, apply_temperature(probs, metrics["temperature"]), extractor_file)
+    return metrics, weights_digest(model)
+
+
+def fit_phases(
+    run: TrainingRun, strategy: tf.distribute.Strategy
+) -> tuple[keras.Model, Features | None, Path | None]:
+    """Steps 1-3: build, then train each phase of the plan; (model, validation features, extractor)."""
     model = build(run, strategy)
     features: Features | None = None
     extractor_file: Path | None = None
@@ -244,15 +277,11 @@ def _train_and_save(run: TrainingRun) -> dict:
             extractor_file, features = fit_head(run, model, strategy, epochs)
         else:
             fit_backbone(run, model, strategy, phase, epochs)
-        for checkpoint in run.work.glob("best-*.weights.h5"):
+        for checkpoint in run.work.glob("best-*.weights.h5") if run.work else ():
             checkpoint.unlink()
     if run.stopped():
         raise TrainingCancelled("training was cancelled")
-    run.announce("evaluating")
-    files, labels, probs = score(run, model, features)
-    metrics = save(run, model, files, labels, probs, features_model=extractor_file if run.head_only else None)
-    fit_trust_scores(run, labels, apply_temperature(probs, metrics["temperature"]), extractor_file)
-    return metrics
+    return model, features, extractor_file
 
 
 def build(run: TrainingRun, strategy: tf.distribute.Strategy) -> keras.Model:
@@ -284,19 +313,17 @@ def fit_head(
     steps = int(np.ceil(len(train_f.labels) / config.batch_size))
     with strategy.scope():
         _compile(head, _learning_rate(config, config.lr, epochs, steps), config.label_smoothing)
-    weights = run.sample_weights()
-    eye = np.eye(run.num_classes, dtype=np.float32)
-    head.fit(
+    train_ds = make_dataset(
         train_f.features,
-        eye[train_f.labels],
-        sample_weight=np.asarray([weights[int(y)] for y in train_f.labels], np.float32) if weights else None,
-        validation_data=(val_f.features, eye[val_f.labels]),
-        batch_size=config.batch_size,
-        epochs=epochs,
+        train_f.labels,
+        run.num_classes,
+        config.batch_size,
         shuffle=True,
-        callbacks=callbacks,
-        verbose=run.verbose,
+        sample_weights=run.sample_weights(),
+        seed=config.seed,
     )
+    val_ds = make_dataset(val_f.features, val_f.labels, run.num_classes, config.batch_size)
+    _fit(run, head, strategy, train_ds, val_ds, epochs, callbacks)
     return extractor_file, val_f
 
 
@@ -325,14 +352,32 @@ def fit_backbone(
         seed=config.seed,
     )
     val_ds = make_dataset(val_images.images, val_images.labels, run.num_classes, config.batch_size)
-    model.fit(
-        train_ds,
-        validation_data=val_ds,
-        epochs=epochs,
-        shuffle=False,  # the dataset shuffles itself
-        callbacks=callbacks,
-        verbose=run.verbose,
-    )
+    _fit(run, model, strategy, train_ds, val_ds, epochs, callbacks)
+
+
+def _fit(
+    run: TrainingRun,
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    train_ds: tf.data.Dataset,
+    val_ds: tf.data.Dataset,
+    epochs: int,
+    callbacks: list[keras.callbacks.Callback],
+) -> None:
+    """``model.fit``, or :func:`~clothclf.training.distributed.fit_distributed` on several workers
+    (a stop requested on any of them then counts as requested here too)."""
+    if run.config.strategy != "multi-worker":
+        # The dataset shuffles itself.
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=epochs,
+            shuffle=False,
+            callbacks=callbacks,
+            verbose=run.verbose,
+        )
+    elif fit_distributed(model, strategy, train_ds, val_ds, epochs, callbacks, run.verbose):
+        run.stop.set()
 
 
 def score(
