@@ -313,18 +313,50 @@ def fit_head(
     steps = int(np.ceil(len(train_f.labels) / config.batch_size))
     with strategy.scope():
         _compile(head, _learning_rate(config, config.lr, epochs, steps), config.label_smoothing)
+    if config.strategy == "multi-worker":
+        _fit(run, head, strategy, *_feature_datasets(run, train_f, val_f), epochs, callbacks)
+    else:
+        _fit_arrays(run, head, train_f, val_f, epochs, callbacks)
+    return extractor_file, val_f
+
+
+def _feature_datasets(run: TrainingRun, train: Features, val: Features) -> tuple[tf.data.Dataset, ...]:
+    """The training and validation features as batched datasets, as :func:`fit_distributed` takes them."""
+    config = run.config
     train_ds = make_dataset(
-        train_f.features,
-        train_f.labels,
+        train.features,
+        train.labels,
         run.num_classes,
         config.batch_size,
         shuffle=True,
         sample_weights=run.sample_weights(),
         seed=config.seed,
     )
-    val_ds = make_dataset(val_f.features, val_f.labels, run.num_classes, config.batch_size)
-    _fit(run, head, strategy, train_ds, val_ds, epochs, callbacks)
-    return extractor_file, val_f
+    return train_ds, make_dataset(val.features, val.labels, run.num_classes, config.batch_size)
+
+
+def _fit_arrays(
+    run: TrainingRun,
+    head: keras.Model,
+    train: Features,
+    val: Features,
+    epochs: int,
+    callbacks: list[keras.callbacks.Callback],
+) -> None:
+    """``head.fit`` on the feature arrays (one process)."""
+    weights = run.sample_weights()
+    eye = np.eye(run.num_classes, dtype=np.float32)
+    head.fit(
+        train.features,
+        eye[train.labels],
+        sample_weight=np.asarray([weights[int(y)] for y in train.labels], np.float32) if weights else None,
+        validation_data=(val.features, eye[val.labels]),
+        batch_size=run.config.batch_size,
+        epochs=epochs,
+        shuffle=True,
+        callbacks=callbacks,
+        verbose=run.verbose,
+    )
 
 
 def fit_backbone(
