@@ -39,7 +39,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from http.cookies import SimpleCookie
@@ -102,29 +102,35 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(env: dict[str, str], timeout: float = 120.0) -> Iterator[Server]:
-    """``streamlit run streamlit_app.py`` on a free loopback port; stopped (and waited for) on exit."""
-    with streamlit_servers([env], timeout) as servers:
+def streamlit_server(
+    env: dict[str, str], timeout: float = 120.0, preexec_fn: Callable[[], None] | None = None
+) -> Iterator[Server]:
+    """``streamlit run streamlit_app.py`` on a free loopback port; stopped (and waited for) on exit.
+    ``preexec_fn`` runs in the server's process before it starts (e.g. to enter a memory cgroup)."""
+    with streamlit_servers([env], timeout, preexec_fn=preexec_fn) as servers:
         yield servers[0]
 
 
 @contextlib.contextmanager
 def streamlit_servers(
-    envs: Sequence[dict[str, str]], timeout: float = 120.0, file_watcher: str | None = "none"
+    envs: Sequence[dict[str, str]],
+    timeout: float = 120.0,
+    file_watcher: str | None = "none",
+    preexec_fn: Callable[[], None] | None = None,
 ) -> Iterator[list[Server]]:
     """One fresh server per environment, all started at once (their start-ups overlap); stopped on exit.
 
     ``file_watcher`` overrides ``server.fileWatcherType`` (None: the app's own configuration).
     """
     with contextlib.ExitStack() as stack:
-        started = [stack.enter_context(_spawned_server(env, file_watcher)) for env in envs]
+        started = [stack.enter_context(_spawned_server(env, file_watcher, preexec_fn)) for env in envs]
         deadline = time.monotonic() + timeout
         yield [_wait_until_healthy(process, url, log, deadline) for process, url, log in started]
 
 
 @contextlib.contextmanager
 def _spawned_server(
-    env: dict[str, str], file_watcher: str | None
+    env: dict[str, str], file_watcher: str | None, preexec_fn: Callable[[], None] | None = None
 ) -> Iterator[tuple[subprocess.Popen, str, IO[str]]]:
     port = free_port()
     command = [
@@ -136,7 +142,9 @@ def _spawned_server(
         *(("--server.fileWatcherType", file_watcher) if file_watcher else ()),
     ]  # fmt: skip
     log = tempfile.TemporaryFile(mode="w+")
-    server = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn
+    )
     try:
         yield server, f"http://127.0.0.1:{port}", log
     finally:

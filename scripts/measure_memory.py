@@ -1,16 +1,26 @@
-"""Peak memory of the decoder on hostile images: what one image adds to a process while it is decoded.
+"""Memory measurements: one decode, the app server under a cap, a training run under a cap.
 
-    python scripts/measure_memory.py decode                 # every kind, 49 MP, in /tmp
-    python scripts/measure_memory.py decode --dir DIR --megapixels 49 --json
+    python scripts/measure_memory.py decode [--megapixels 49] [--json]   # what one image adds
+    python scripts/measure_memory.py app --limit-mb 1024                # the server in a 1 GB cgroup
+    python scripts/measure_memory.py train --limit-mb 700 --data DIR --head-only --epochs 3
+    python scripts/measure_memory.py train-synthetic --photos 20000 --limit-mb 700
 
-Each kind of image (a 49-megapixel float32 TIFF, a palette GIF with transparency, an RGBA PNG, a
-6000x4000 camera JPEG, ...) is written once, a few KB to a few MB on disk, then decoded in a fresh
-Python process: the process imports clothclf, reads the file's bytes, resets its peak resident
-memory (``/proc/self/clear_refs``, Linux), decodes, and reports ``VmHWM - VmRSS`` before the decode
-in MB. Three ways are measured: ``classify`` (``load_image(data, 224)``), ``preview``
-(the Classify page's 640-pixel preview) and ``thumbnail`` (its 240-pixel square). A refused image
-(over a limit) reports the error instead. The figures depend only a little on the machine; the
-fast test ``tests/test_memory.py`` asserts the issue's bound (150 MB) on the same measurement.
+``decode``: each kind of image (a 49-megapixel float32 TIFF, a palette GIF with transparency, an RGBA
+PNG, a 6000x4000 camera JPEG, ...) is written once into ``--dir``, a few KB to a few MB on disk,
+then decoded in a fresh Python process that imports clothclf, reads the file, resets its peak
+resident memory (``/proc/self/clear_refs``, Linux), decodes and reports ``VmHWM - VmRSS`` in MB.
+Three ways: ``classify`` (``load_image(data, 224)``), ``preview`` (the Classify page's 640-pixel
+preview) and ``thumbnail`` (its 240-pixel square). A refused image reports its error instead.
+
+``app``: ``streamlit run`` with the shipped model inside a fresh memory cgroup (root on Linux),
+visited by headless Chromium: every image above uploaded one by one, then 20 camera photos at once,
+then a normal photo; prints the answers, the server's memory and the group's peak and OOM kills.
+
+``train`` / ``train-synthetic``: ``clothclf train`` (extra arguments are passed on) inside a fresh
+memory cgroup with a cold feature cache; prints exit, wall time, peak RSS and OOM kills.
+``train-synthetic`` first writes ``--photos`` tiny JPEGs and trains head only at 32 pixels.
+
+The fast test ``tests/test_memory.py`` asserts the issue's bounds on the same measurements.
 """
 
 from __future__ import annotations
@@ -21,6 +31,8 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
@@ -28,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 MB = 1024 * 1024
 
 _CHILD = r"""
@@ -155,17 +168,174 @@ def decode_peaks(jobs: Sequence[tuple[Path, str]]) -> list[dict]:
     return [json.loads(line) for line in result.stdout.strip().splitlines()[-len(jobs) :]]
 
 
+#: A cheap head-only run for the synthetic dataset: tiny images, MobileNetV2 without ImageNet weights.
+SYNTHETIC_TRAIN_ARGS = ("--head-only", "--epochs", "3", "--image-size", "32", "--weights", "none")
+MIME = {
+    ".tif": "image/tiff",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".jpg": "image/jpeg",
+    ".webp": "image/webp",
+}
+#: Seconds one upload may take to be answered in the browser on a slow, busy machine.
+STEP_TIMEOUT_MS = 240_000
+
+
+def _upload(page, files: Sequence[Path]) -> None:
+    page.locator('input[type="file"]').first.set_input_files(files=[str(f) for f in files])
+
+
+def _settle(page) -> None:
+    page.wait_for_timeout(500)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="hidden", timeout=STEP_TIMEOUT_MS)
+    page.wait_for_timeout(500)
+
+
+def _answer(page) -> str:
+    """The label the page shows for one photo, or its error message."""
+    main = page.locator('[data-testid="stMain"]')
+    main.get_by_text("This looks like").or_(main.locator('[data-testid="stAlert"]')).first.wait_for(
+        timeout=STEP_TIMEOUT_MS
+    )
+    _settle(page)
+    alerts = main.locator('[data-testid="stAlert"]')
+    if alerts.count():
+        return "error: " + alerts.first.inner_text().strip()
+    return main.locator("h2").first.inner_text().strip()
+
+
+def app_under_cap(
+    group, env: dict[str, str], singles: dict[str, Path], batch: Sequence[Path], photo: Path
+) -> dict:
+    """The real app server started inside the memory cgroup ``group`` (tests/memcap.py), visited by
+    headless Chromium (outside it): every image of ``singles`` uploaded one by one, then ``batch`` at
+    once, then ``photo``. Returns what the page said at each step, the server's memory after it
+    (RSS) and the group's peak and OOM kills."""
+    from load_test import CHROMIUM, CHROMIUM_ARGS, rss_mb, streamlit_server
+    from playwright.sync_api import sync_playwright
+
+    steps = []
+    with streamlit_server(env, preexec_fn=group.enter) as server, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(server.url)
+        page.wait_for_selector("h1", timeout=STEP_TIMEOUT_MS)
+        _settle(page)
+        idle = rss_mb(server.pid)
+        for kind, path in singles.items():
+            _upload(page, [path])
+            steps.append({"step": kind, "answer": _answer(page), "rss_mb": rss_mb(server.pid)})
+            page.locator('[data-testid="stFileChipDeleteBtn"]').first.click()
+            _settle(page)
+        _upload(page, batch)
+        page.get_by_text("photos classified").wait_for(timeout=STEP_TIMEOUT_MS)
+        _settle(page)
+        classified = page.get_by_text("photos classified").first.inner_text().strip()
+        steps.append({"step": f"batch of {len(batch)}", "answer": classified, "rss_mb": rss_mb(server.pid)})
+        page.reload()
+        page.wait_for_selector("h1", timeout=STEP_TIMEOUT_MS)
+        _settle(page)
+        _upload(page, [photo])
+        steps.append({"step": "a normal photo", "answer": _answer(page), "rss_mb": rss_mb(server.pid)})
+        browser.close()
+        alive = server_alive(server.pid)
+    return {
+        "idle_rss_mb": idle,
+        "steps": steps,
+        "peak_mb": round(group.peak_mb(), 1),
+        "oom_kills": group.oom_kills(),
+        "alive": alive,
+    }
+
+
+def server_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def synthetic_photos(root: Path, count: int, side: int = 16) -> Path:
+    """A folder of ``count`` tiny JPEG photos in three class folders (reused if already there)."""
+    if sum(1 for _ in root.rglob("*.jpg")) == count:
+        return root
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        label = i % 3
+        folder = root / f"class{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        array = rng.integers(0, 80, (side, side, 3), dtype=np.uint8)
+        array[..., label] += 150
+        Image.fromarray(array).save(folder / f"{i:05d}.jpg", quality=90)
+    return root
+
+
+def train_under_cap(group, args: Sequence[str], env: dict[str, str], timeout: float = 3600) -> dict:
+    """``clothclf train ARGS --json`` in the memory cgroup ``group``: its exit, wall time, peak RSS
+    (the process's high-water mark) and the group's peak (RSS and page cache) and OOM kills."""
+    command = [sys.executable, "-m", "clothclf", "train", *args, "--json"]
+    started = time.monotonic()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(
+            command, env=env, stdout=out, stderr=err, text=True, preexec_fn=group.enter
+        )
+        timer = threading.Timer(timeout, process.kill)
+        timer.start()
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not all children's
+        timer.cancel()
+        code = os.waitstatus_to_exitcode(status)
+        process.returncode = code
+        out.seek(0), err.seek(0)
+        lines, errors = out.read().strip().splitlines(), err.read()
+    return {
+        "returncode": code,
+        "seconds": round(time.monotonic() - started, 1),
+        "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "group_peak_mb": round(group.peak_mb(), 1),
+        "oom_kills": group.oom_kills(),
+        "result": json.loads(lines[-1]) if code == 0 and lines else None,
+        "stderr": errors[-2000:] if code else "",
+    }
+
+
+def measure_training(limit_mb: int, train_args: Sequence[str], workdir: Path) -> dict:
+    """:func:`train_under_cap` with a cold (empty) feature cache and runs folder in ``workdir``."""
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from tests.memcap import MemoryCgroup
+
+    cache = Path(tempfile.mkdtemp(prefix="cold-cache-", dir=workdir))
+    env = {**os.environ, "CLOTHCLF_CACHE_DIR": str(cache), "CLOTHCLF_RUNS_DIR": str(workdir / "runs")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p)
+    with MemoryCgroup.create(limit_mb) as group:
+        return train_under_cap(group, train_args, env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("what", choices=["decode"])
-    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "clothclf-hostile-images")
+    parser.add_argument("what", choices=["decode", "app", "train", "train-synthetic"])
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "clothclf-memory")
     parser.add_argument("--megapixels", type=float, default=49.0)
     parser.add_argument("--ways", default="classify,preview,thumbnail")
+    parser.add_argument("--limit-mb", type=int, default=1024, help="the memory cap (app, train)")
+    parser.add_argument("--photos", type=int, default=20_000, help="photos of the synthetic dataset")
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
-    images = hostile_images(args.dir, args.megapixels)
+    args, train_args = parser.parse_known_args(argv)
+    args.dir.mkdir(parents=True, exist_ok=True)
+    if args.what.startswith("train"):
+        if args.what == "train-synthetic":
+            data = synthetic_photos(args.dir / f"synthetic-{args.photos}", args.photos)
+            train_args = ["--data", str(data), *SYNTHETIC_TRAIN_ARGS, *train_args]
+        figures = measure_training(args.limit_mb, train_args, args.dir)
+        print(json.dumps(figures, indent=2))
+        return figures["returncode"]
+    images = hostile_images(args.dir / "hostile", args.megapixels)
+    if args.what == "app":
+        figures = measure_app(args.limit_mb, images, args.dir)
+        print(json.dumps(figures, indent=2))
+        return 0 if figures["oom_kills"] == 0 and figures["alive"] else 1
     jobs = [(kind, path, how) for kind, path in images.items() for how in args.ways.split(",")]
     rows = [
         {"kind": kind, "bytes": path.stat().st_size, "how": how, **peak}
@@ -179,6 +349,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     return 0
+
+
+def camera_batch(images: dict[str, Path], folder: Path, count: int = 20) -> list[Path]:
+    """``count`` files (hard links) of the 6000x4000 camera JPEG under different names: the server
+    receives and holds each one separately."""
+    folder.mkdir(parents=True, exist_ok=True)
+    links = [folder / f"camera-{i:02d}.jpg" for i in range(count)]
+    for link in links:
+        if not link.exists():
+            os.link(images["camera JPEG 6000x4000"], link)
+    return links
+
+
+def normal_photo(folder: Path) -> Path:
+    """A 400x536 photo-like PNG, the size of the dataset's photos."""
+    path = folder / "photo.png"
+    _camera_photo(400, 536).save(path)
+    return path
+
+
+def measure_app(limit_mb: int, images: dict[str, Path], workdir: Path) -> dict:
+    """:func:`app_under_cap` with the shipped model, in a fresh cgroup of ``limit_mb``."""
+    sys.path.insert(0, str(PROJECT_ROOT))
+    from load_test import server_env
+
+    from tests.memcap import MemoryCgroup
+
+    with MemoryCgroup.create(limit_mb) as group:
+        env = server_env(PROJECT_ROOT / "models" / "default", workdir / "app")
+        batch = camera_batch(images, workdir / "batch")
+        return app_under_cap(group, env, images, batch, normal_photo(workdir))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,9 +176,13 @@ def class_weights(split: Split, num_classes: int) -> dict[int, float]:
     return {i: (total / (present * c) if c else 0.0) for i, c in enumerate(counts)}
 
 
+#: Images decoded at a time by :func:`decode_chunks` (64 at 224 pixels: 10 MB).
+CHUNK_SIZE = 64
+
+
 @dataclass(frozen=True)
 class DecodedSplit:
-    """A split decoded to ``uint8`` pixels; files that could not be read are left out."""
+    """A split, or a chunk of one, decoded to ``uint8`` pixels; files that could not be read are left out."""
 
     images: np.ndarray  # (n, size, size, 3) uint8
     labels: np.ndarray  # (n,) int
@@ -192,17 +197,85 @@ def _try_load(path: Path, size: int) -> np.ndarray | ClothclfError:
         return exc
 
 
-def decode_split(split: Split, image_size: int, workers: int | None = None) -> DecodedSplit:
-    """Decode every file of ``split`` in parallel threads. Unreadable files are skipped, with one warning."""
-    workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(pool.map(lambda p: _try_load(p, image_size), split.files))
+def _collect(split: Split, start: int, results: list, image_size: int) -> DecodedSplit:
+    """The decoded chunk of ``split`` starting at ``start``, from its per-file results."""
     keep = [i for i, r in enumerate(results) if isinstance(r, np.ndarray)]
-    skipped = tuple(str(split.files[i]) for i, r in enumerate(results) if isinstance(r, Exception))
-    if skipped:
-        log.warning("skipped %d unreadable image(s): %s", len(skipped), ", ".join(skipped))
+    skipped = tuple(str(split.files[start + i]) for i, r in enumerate(results) if isinstance(r, Exception))
     images = (
         np.stack([results[i] for i in keep]) if keep else np.zeros((0, image_size, image_size, 3), np.uint8)
     )
-    labels = np.asarray([split.labels[i] for i in keep], dtype=np.int32)
-    return DecodedSplit(images, labels, tuple(split.files[i] for i in keep), skipped)
+    labels = np.asarray([split.labels[start + i] for i in keep], dtype=np.int32)
+    return DecodedSplit(images, labels, tuple(split.files[start + i] for i in keep), skipped)
+
+
+def decode_chunks(
+    split: Split, image_size: int, chunk_size: int = CHUNK_SIZE, workers: int | None = None
+) -> Iterator[DecodedSplit]:
+    """Decode ``split`` a chunk at a time in parallel threads, the next chunk while the caller works
+    on this one, so memory holds two chunks whatever the split's size. Unreadable files are left out
+    (listed in each chunk's ``skipped``)."""
+    workers = workers or min(8, (os.cpu_count() or 2) * 2)
+    with ThreadPoolExecutor(workers) as pool:
+
+        def submit(start: int) -> list:
+            return [pool.submit(_try_load, p, image_size) for p in split.files[start : start + chunk_size]]
+
+        pending = submit(0)
+        for start in range(0, len(split), chunk_size):
+            results = [future.result() for future in pending]
+            pending = submit(start + chunk_size)
+            yield _collect(split, start, results, image_size)
+
+
+def warn_skipped(skipped: Sequence[str]) -> None:
+    """One warning listing the files of a split that could not be read (none: no warning)."""
+    if skipped:
+        log.warning("skipped %d unreadable image(s): %s", len(skipped), ", ".join(skipped))
+
+
+@dataclass(frozen=True)
+class SplitOutputs:
+    """What a function (a model, a feature extractor) gave for each readable image of a split."""
+
+    outputs: np.ndarray  # (n, ...) stacked outputs, in file order
+    labels: np.ndarray  # (n,) int
+    files: tuple[Path, ...]
+    skipped: tuple[str, ...]
+
+
+def map_split(
+    split: Split,
+    image_size: int,
+    fn: Callable[[np.ndarray], np.ndarray],
+    chunk_size: int = CHUNK_SIZE,
+    workers: int | None = None,
+) -> SplitOutputs:
+    """``fn`` over a split's ``uint8`` images, decoded and run a chunk at a time, so memory holds the
+    outputs (in one array, filled as the chunks come) and two chunks, never the split's pixels; one
+    warning for the unreadable files."""
+    outputs: np.ndarray | None = None
+    labels, files, skipped = [], [], []
+    for chunk in decode_chunks(split, image_size, chunk_size, workers):
+        if len(chunk.labels):
+            result = fn(chunk.images)
+            if outputs is None:
+                outputs = np.empty((len(split), *result.shape[1:]), result.dtype)
+            outputs[len(files) : len(files) + len(result)] = result
+        labels.append(chunk.labels)
+        files += chunk.files
+        skipped += chunk.skipped
+    warn_skipped(skipped)
+    return SplitOutputs(
+        outputs[: len(files)] if outputs is not None else np.zeros((0,), np.float32),
+        np.concatenate(labels) if labels else np.zeros(0, np.int32),
+        tuple(files),
+        tuple(skipped),
+    )
+
+
+def decode_split(split: Split, image_size: int, workers: int | None = None) -> DecodedSplit:
+    """A whole (small) split decoded into one array, with one warning for unreadable files. Training
+    and evaluation never hold a split like this: they use :func:`map_split`."""
+    decoded = map_split(split, image_size, lambda images: images, workers=workers)
+    images = decoded.outputs if decoded.files else np.zeros((0, image_size, image_size, 3), np.uint8)
+    return DecodedSplit(images, decoded.labels, decoded.files, decoded.skipped)

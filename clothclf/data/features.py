@@ -10,6 +10,9 @@ head, so it needs no conversion of its own.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import hashlib
 import logging
 import os
@@ -19,15 +22,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from clothclf.data.datasets import Dataset, decode_split
+from clothclf.data.datasets import Dataset, map_split
 from clothclf.modeling.models import with_feature_map
 from clothclf.serving.export import export_tflite
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
 
 log = logging.getLogger(__name__)
-
-#: Images converted to float32 and run through the extractor at a time (bounds memory).
-CHUNK_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -59,20 +59,28 @@ def extractor_tflite(extractor: keras.Model, backbone: str, cache_dir: Path) -> 
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         export_tflite(with_feature_map(extractor), path)
+        release_freed_memory()  # the converter's ~270 MB, not kept for the rest of the run
     return path
 
 
+def release_freed_memory() -> None:
+    """Return memory freed by C libraries (TensorFlow's converter) to the system: glibc keeps it in
+    its heaps otherwise. A no-op where there is no glibc."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def compute_features(model_file: Path, dataset: Dataset, split: str) -> Features:
-    """Decode a split (skipping unreadable files) and run the LiteRT feature extractor over it."""
+    """Run the LiteRT feature extractor over a split, decoded a chunk at a time (unreadable files
+    skipped with one warning): memory holds the features (5 KB an image), never the split's pixels."""
     runner = LiteRTRunner(model_file, num_threads=available_cpus(), pool_size=1)
-    decoded = decode_split(dataset.split(split), runner.input_size)
-    features = np.zeros((len(decoded.labels), runner.num_outputs), np.float32)
-    for start in range(0, len(features), CHUNK_SIZE):
-        features[start : start + CHUNK_SIZE] = runner(
-            decoded.images[start : start + CHUNK_SIZE].astype(np.float32)
-        )
-    files = tuple(str(p.relative_to(dataset.root)) for p in decoded.files)
-    return Features(features, decoded.labels, files)
+    computed = map_split(
+        dataset.split(split), runner.input_size, lambda images: runner(images.astype(np.float32))
+    )
+    features = computed.outputs if computed.files else np.zeros((0, runner.num_outputs), np.float32)
+    files = tuple(str(p.relative_to(dataset.root)) for p in computed.files)
+    return Features(features, computed.labels, files)
 
 
 def cached_features(

@@ -173,7 +173,7 @@ def _check_pixels(image: Image.Image, name: str, max_pixels: int) -> None:
         )
 
 
-def decode_bytes(image: Image.Image) -> int:
+def _decode_bytes(image: Image.Image) -> int:
     """The memory Pillow needs to decode an opened image at its current (drafted) size: its pixels,
     plus libtiff's largest strip or tile for TIFF, and four times the pixels for WebP (libwebp's canvas
     and previous frame, Pillow's copy of the bytes and the image; measured)."""
@@ -191,10 +191,10 @@ def decode_bytes(image: Image.Image) -> int:
 
 def _check_decode_memory(image: Image.Image, name: str) -> None:
     not_decoded = getattr(image, "_im", None) is None  # Pillow's pixel storage, made by load()
-    if not_decoded and decode_bytes(image) > MAX_DECODE_MB * MB:
+    if not_decoded and _decode_bytes(image) > MAX_DECODE_MB * MB:
         width, height = image.size
         raise LimitExceededError(
-            f"{name}: {width}x{height} {image.mode} pixels need {decode_bytes(image) / MB:.0f} MB to decode, "
+            f"{name}: {width}x{height} {image.mode} pixels need {_decode_bytes(image) / MB:.0f} MB to decode, "
             f"over the limit of {MAX_DECODE_MB} MB per image (save it as a JPEG or scale it down)"
         )
 
