@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from clothclf.app.jobs import Job, JobStatus, current_job, start_job
+from clothclf.app.memory import memory_limit_mb, memory_warning, process_rss_mb
 from clothclf.app.models_list import describe_model
 from clothclf.app.uploads import extract_uploaded_dataset
 from clothclf.config import AugmentConfig, Limits, Paths, TrainConfig, default, options
@@ -309,6 +310,12 @@ with st.form("fine_tune_form", border=True):
             f"The default dataset is not on this server (`{dataset_dir}`): upload a zip, "
             "or download it with `clothclf data download`."
         )
+    memory_limit = memory_limit_mb()
+    start_anyway = memory_limit is not None and st.checkbox(
+        "Start even if it may not fit in memory",
+        key="ft_start_anyway",
+        help=f"This app may use {memory_limit:,.0f} MB; a run that needs more is stopped by the system.",
+    )
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", disabled=busy, key="ft_start"
     )
@@ -333,12 +340,16 @@ if submitted:
             augment=AugmentConfig(enabled=bool(augment)),
             **chosen,
         )
-        job = start_job(config, paths)
+        too_big = memory_warning(config, memory_limit, process_rss_mb())
+        started = None if too_big and not start_anyway else start_job(config, paths)
     except ValueError as exc:  # ClothclfError (bad zip, run in progress, …) and bad config values
         show_error(exc)
     else:
-        st.session_state[JOB_KEY] = job.id
-        st.rerun()
+        if started is None:
+            st.warning(too_big, icon=":material/memory:")
+        else:
+            st.session_state[JOB_KEY] = started.id
+            st.rerun()
 
 job = current_job(paths)  # again: a refused start means another session's run has begun since
 status = job.status() if job is not None else None

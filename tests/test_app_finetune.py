@@ -139,3 +139,17 @@ def test_every_page_option_has_its_declared_widget(current_model, no_cached_weig
         if spec.page:
             assert spec.help in helps, name
     assert at.number_input(key="ft_image_size").min == options()["image_size"].minimum
+
+
+def test_a_run_that_will_not_fit_in_memory_is_not_started_without_consent(
+    synthetic_dataset, current_model, no_cached_weights, monkeypatch
+):
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(synthetic_dataset))
+    monkeypatch.setattr("clothclf.app.memory.memory_limit_mb", lambda *args: 300.0)
+    at = fine_tune_page()
+    fill_tiny_form(at)
+    at.button(key="ft_start").click().run()
+    assert not at.exception
+    assert "only about" in texts(at.warning) and "Try training the head only" in texts(at.warning)
+    assert current_job(Paths.from_env()) is None, "nothing was started"
+    assert at.checkbox(key="ft_start_anyway").label == "Start even if it may not fit in memory"

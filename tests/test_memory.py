@@ -3,6 +3,7 @@ and v2) and the warning before a run that will not fit."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,16 @@ from clothclf.config import TrainConfig
 from tests.memcap import MemoryCgroup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from measure_memory import decode_peaks, hostile_images  # noqa: E402
+from measure_memory import (  # noqa: E402
+    SYNTHETIC_TRAIN_ARGS,
+    app_under_cap,
+    camera_batch,
+    decode_peaks,
+    hostile_images,
+    normal_photo,
+    synthetic_photos,
+    train_under_cap,
+)
 
 #: The issue's bound on what any one image within the limits may add while it is decoded.
 DECODE_BOUND_MB = 150
@@ -107,3 +117,62 @@ def test_a_training_child_killed_by_sigkill_most_likely_ran_out_of_memory():
         "Try training the head only, smaller images or a smaller batch."
     )
     assert "ran out of memory. Try" in out_of_memory_hint(None)
+
+
+# --- under a real cap: the app server and training runs in a memory cgroup -----------------------
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])
+    return {
+        **os.environ,
+        "CLOTHCLF_RUNS_DIR": str(tmp_path / "runs"),
+        "CLOTHCLF_DATA_DIR": str(tmp_path / "data"),
+        "CLOTHCLF_CACHE_DIR": str(tmp_path / "cold-cache"),
+        "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        **extra,
+    }
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_app_server_in_a_1gb_cap_survives_every_hostile_upload_and_a_camera_batch(hostile, tmp_path):
+    """The real server (shipped model) started inside a 1 GB cgroup; Chromium (outside it) uploads each
+    hostile image one by one, then 20 camera photos (6000x4000) at once, then a normal photo."""
+    pytest.importorskip("playwright.sync_api")
+    from load_test import CHROMIUM
+
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"no Chromium at {CHROMIUM}")
+    with MemoryCgroup.create(1024) as group:
+        figures = app_under_cap(
+            group, _env(tmp_path), hostile, camera_batch(hostile, tmp_path / "batch"), normal_photo(tmp_path)
+        )
+    assert figures["oom_kills"] == 0 and figures["alive"], figures
+    answers = {step["step"]: step["answer"] for step in figures["steps"]}
+    for kind in hostile:
+        assert kind in answers, figures
+    assert answers["batch of 20"] == "20 photos classified", figures
+    assert not answers["a normal photo"].startswith("error"), figures
+
+
+@pytest.mark.slow
+def test_head_only_run_on_20000_photos_completes_in_a_700_mb_cap(tmp_path_factory, tmp_path):
+    """A head-only run (32 px, MobileNetV2 without ImageNet weights, cold feature cache) on 20,000
+    photos: the features take 5 KB a photo, the pixels are never held; no OOM kill at 700 MB."""
+    data = synthetic_photos(tmp_path_factory.mktemp("twenty-thousand"), 20_000)
+    with MemoryCgroup.create(700) as group:
+        figures = train_under_cap(group, ["--data", str(data), *SYNTHETIC_TRAIN_ARGS], _env(tmp_path))
+    assert figures["returncode"] == 0 and figures["oom_kills"] == 0, figures
+    assert figures["peak_anonymous_mb"] < 700, figures
+
+
+@pytest.mark.slow
+def test_cold_head_only_run_on_the_default_dataset_completes_in_a_700_mb_cap(shared_dataset, tmp_path):
+    """``clothclf train --head-only --epochs 3`` with an empty feature cache (today's first run on a
+    fresh deploy) under a 700 MB cap."""
+    with MemoryCgroup.create(700) as group:
+        args = ["--data", str(shared_dataset), "--head-only", "--epochs", "3"]
+        figures = train_under_cap(group, args, _env(tmp_path))
+    assert figures["returncode"] == 0 and figures["oom_kills"] == 0, figures
+    assert figures["result"]["val_accuracy"] > 0.7, figures
