@@ -194,14 +194,13 @@ def _settle(page) -> None:
 def _answer(page) -> str:
     """The label the page shows for one photo, or its error message."""
     main = page.locator('[data-testid="stMain"]')
-    main.get_by_text("This looks like").or_(main.locator('[data-testid="stAlert"]')).first.wait_for(
-        timeout=STEP_TIMEOUT_MS
-    )
-    _settle(page)
-    alerts = main.locator('[data-testid="stAlert"]')
-    if alerts.count():
-        return "error: " + alerts.first.inner_text().strip()
-    return main.locator("h2").first.inner_text().strip()
+    label, error = main.locator("h2"), main.locator('[data-testid="stAlertContentError"]')
+    for _ in range(2):  # once to see the answer come, once more after the page has settled
+        label.or_(error).first.wait_for(timeout=STEP_TIMEOUT_MS)
+        _settle(page)
+    if error.count():
+        return "error: " + error.first.inner_text().strip()
+    return label.first.inner_text().strip()
 
 
 def app_under_cap(
