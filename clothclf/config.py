@@ -160,6 +160,10 @@ class TrainConfig:
     (batch-norm stays in inference mode) and trains ``fine_tune_epochs`` more epochs at
     ``fine_tune_lr`` with augmentation.
 
+    Recipe levers: ``optimizer`` adam or adamw (``weight_decay``), ``warmup_epochs`` of linear warm-up
+    before the cosine schedule, ``ema_momentum`` > 0 to validate, checkpoint and keep a moving average
+    of the weights, and ``init_from``, a run whose weights start this one (only fine-tuning runs).
+
     Every field but ``data_dir`` and ``augment`` is an option (see :func:`options`): declared once with
     its label, help and rules, it becomes a CLI flag of ``clothclf train``, a check of :meth:`validate`
     and a widget of the Fine-tune page.
@@ -226,6 +230,32 @@ class TrainConfig:
         "lower the rate when validation loss stalls, or cosine decay",
         choices=("plateau", "cosine"),
     )
+    warmup_epochs: int = option(
+        0,
+        "Warm-up epochs",
+        "epochs of linear learning-rate warm-up before the cosine decay (needs the cosine schedule)",
+        minimum=0,
+    )
+    optimizer: str = option(
+        "adam", "Optimizer", "Adam, or AdamW with decoupled weight decay", choices=("adam", "adamw")
+    )
+    weight_decay: float = option(
+        0.0, "Weight decay", "AdamW's decoupled weight decay (needs adamw)", minimum=0, maximum=1.0, step=1e-3
+    )
+    ema_momentum: float = option(
+        0.0,
+        "Weight EMA momentum",
+        "validate, checkpoint and keep an exponential moving average of the weights (0: off)",
+        minimum=0,
+        below=1,
+        step=0.01,
+    )
+    init_from: str = option(
+        "",
+        "Start from run",
+        "a run folder whose weights start the run (same backbone and head; only fine-tuning runs)",
+        page=False,
+    )
     seed: int = option(42, "Seed", "random seed of the split, initialisation and augmentation", minimum=0)
     val_fraction: float = option(
         0.1,
@@ -277,6 +307,10 @@ class TrainConfig:
         """Raise ``ValueError`` with a clear message for the first option whose value cannot work."""
         for name, spec in options().items():
             spec.check(name, getattr(self, name))
+        if self.warmup_epochs and self.lr_schedule != "cosine":
+            raise ValueError("warmup_epochs needs lr_schedule 'cosine'")
+        if self.weight_decay and self.optimizer != "adamw":
+            raise ValueError("weight_decay needs optimizer 'adamw'")
 
 
 def options() -> dict[str, Option]:

@@ -182,3 +182,15 @@ def test_per_class_rows(tiny_run):
     rows = per_class_rows(metrics)
     assert [r["class"] for r in rows] == metrics["class_names"]
     assert set(rows[0]) == {"class", "precision", "recall", "f1", "support"}
+
+
+def test_earlier_shipped_models_beside_the_default_are_listed_after_it(tmp_path):
+    models = tmp_path / "models"
+    for name in ("default", "mobilenet_v2_224_v1", "notes"):
+        (models / name).mkdir(parents=True)
+    for name in ("default", "mobilenet_v2_224_v1"):
+        (models / name / "class_names.json").write_text('["a", "b"]')
+        (models / name / "model.tflite").write_bytes(b"")
+    paths = Paths(tmp_path / "data", tmp_path / "cache", tmp_path / "runs", models / "default")
+    entries = list_models(paths)
+    assert [(e.name, e.is_default) for e in entries] == [("default", True), ("mobilenet_v2_224_v1", False)]

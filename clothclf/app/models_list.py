@@ -66,10 +66,23 @@ def describe_model(path: str | Path, *, is_default: bool = False) -> ModelEntry 
     return ModelEntry(summary.get("name", path.name), path, is_default, summary, names)
 
 
+def shipped_models(default_model_dir: Path) -> list[ModelEntry]:
+    """Earlier shipped models kept for comparison: model folders beside the default one (by name)."""
+    parent = Path(default_model_dir).parent
+    folders = (
+        sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if parent.is_dir()
+        else []
+    )
+    found = (describe_model(f) for f in folders if f.resolve() != Path(default_model_dir).resolve())
+    return [entry for entry in found if entry is not None]
+
+
 def list_models(paths: Paths) -> list[ModelEntry]:
-    """The default model (if it exists) followed by every complete run under ``paths.runs_dir``."""
+    """The default model (if it exists), the earlier shipped models beside it, then every complete run
+    under ``paths.runs_dir``."""
     default = describe_model(paths.default_model_dir, is_default=True)
-    entries = [default] if default else []
+    entries = ([default] if default else []) + shipped_models(paths.default_model_dir)
     seen = {p.path.resolve() for p in entries}
     for run in list_runs(paths.runs_dir):
         if run.path.resolve() not in seen:

@@ -38,7 +38,7 @@ from clothclf.data.pipeline import build_augmenter, make_dataset
 from clothclf.errors import RunError
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
-from clothclf.modeling.models import build_model, get_backbone_spec, unfreeze_top_layers
+from clothclf.modeling.models import build_model, get_backbone_spec, load_model, unfreeze_top_layers
 from clothclf.runs import PARTIAL_PREFIX, atomic_run_dir, new_run_name, write_run
 from clothclf.serving.export import export_head, export_trust_model
 from clothclf.serving.runtime import DenseHead
@@ -88,6 +88,7 @@ class TrainingRun:
     verbose: int = 0
     history: list[dict] = field(default_factory=list)
     decoded: dict[str, DecodedSplit] = field(default_factory=dict)
+    members: tuple[dict, ...] = ()  # an ensemble's members' recipes (see clothclf.training.ensemble)
 
     @property
     def num_classes(self) -> int:
@@ -133,24 +134,41 @@ def predict_arrays(model: keras.Model, images: np.ndarray, tta: bool, batch_size
     return probs
 
 
-def _compile(model: keras.Model, optimizer_lr, label_smoothing: float) -> None:
+def make_optimizer(config: TrainConfig, learning_rate) -> keras.optimizers.Optimizer:
+    """Adam or AdamW (decoupled weight decay) as ``config`` says, keeping a weight EMA if asked."""
+    ema = dict(use_ema=config.ema_momentum > 0, ema_momentum=config.ema_momentum or 0.99)
+    if config.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate, weight_decay=config.weight_decay, **ema)
+    return keras.optimizers.Adam(learning_rate, **ema)
+
+
+def _compile(model: keras.Model, config: TrainConfig, rate) -> None:
     model.compile(
-        optimizer=keras.optimizers.Adam(optimizer_lr),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+        optimizer=make_optimizer(config, rate),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
 
 
-def _learning_rate(config: TrainConfig, base_lr: float, epochs: int, steps: int):
-    if config.lr_schedule == "cosine":
+def learning_rate(config: TrainConfig, base_lr: float, epochs: int, steps: int):
+    """A constant rate (for plateau reduction) or a cosine decay after an optional linear warm-up."""
+    if config.lr_schedule != "cosine":
+        return base_lr
+    warmup = min(config.warmup_epochs, max(epochs - 1, 0)) * steps
+    if not warmup:
         return keras.optimizers.schedules.CosineDecay(base_lr, decay_steps=max(epochs * steps, 1))
-    return base_lr
+    return keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=(epochs * steps) - warmup, warmup_target=base_lr, warmup_steps=warmup
+    )
 
 
 def _callbacks(run: TrainingRun, phase: str) -> list[keras.callbacks.Callback]:
     """The callbacks of one phase: history, early stopping, best checkpoint, LR plateau, TensorBoard, progress."""
     config = run.config
+    # First, so validation, the history, checkpoints and early stopping all see the averaged weights.
+    ema = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if config.ema_momentum else []
     callbacks: list[keras.callbacks.Callback] = [
+        *ema,
         HistoryRecorder(run.history, phase),
         keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=config.patience, restore_best_weights=True
@@ -205,6 +223,8 @@ def _versions() -> dict[str, str]:
 def _plan(config: TrainConfig) -> tuple[tuple[str, int], ...]:
     if not get_backbone_spec(config.backbone).pretrained:
         return (("train", config.epochs),)
+    if config.init_from:
+        return (("fine_tune", config.fine_tune_epochs),)
     plan = [("head", config.epochs)]
     if not config.head_only and config.fine_tune_layers > 0:
         plan.append(("fine_tune", config.fine_tune_epochs))
@@ -289,9 +309,23 @@ def build(run: TrainingRun, strategy: tf.distribute.Strategy) -> keras.Model:
     config = run.config
     weights = config.weights if get_backbone_spec(config.backbone).pretrained else None
     with strategy.scope():
-        return build_model(
+        model = build_model(
             config.backbone, run.num_classes, config.image_size, weights, config.dropout, config.hidden_units
         )
+        if config.init_from:
+            load_weights_of_run(model, Path(config.init_from))
+    return model
+
+
+def load_weights_of_run(model: keras.Model, run_dir: Path) -> None:
+    """Set ``model``'s weights to those of the run's ``model.keras`` (any image size, same layers)."""
+    source = run_dir / "model.keras"
+    if not source.is_file():
+        raise RunError(f"{run_dir} has no model.keras to start from")
+    weights = load_model(str(source)).get_weights()
+    if [w.shape for w in model.get_weights()] != [w.shape for w in weights]:
+        raise RunError(f"{run_dir}: its model has other layers than this configuration builds")
+    model.set_weights(weights)
 
 
 def fit_head(
@@ -312,7 +346,7 @@ def fit_head(
     val_f = cached_features(extractor_file, run.dataset, "validation", **cache)
     steps = int(np.ceil(len(train_f.labels) / config.batch_size))
     with strategy.scope():
-        _compile(head, _learning_rate(config, config.lr, epochs, steps), config.label_smoothing)
+        _compile(head, config, learning_rate(config, config.lr, epochs, steps))
     if config.strategy == "multi-worker":
         _fit(run, head, strategy, *_feature_datasets(run, train_f, val_f), epochs, callbacks)
     else:
@@ -372,7 +406,7 @@ def fit_backbone(
         if phase == "fine_tune":
             unfreeze_top_layers(model, config.fine_tune_layers)
         steps = int(np.ceil(len(train_images.labels) / config.batch_size))
-        _compile(model, _learning_rate(config, base_lr, epochs, steps), config.label_smoothing)
+        _compile(model, config, learning_rate(config, base_lr, epochs, steps))
     train_ds = make_dataset(
         train_images.images,
         train_images.labels,
@@ -486,8 +520,8 @@ def fit_trust_scores(
     write_trust(run.work, logits, train, val, probs, labels, run.config.accept_accuracy)
 
 
-def _best_val_accuracy(history: list[dict]) -> float:
-    return max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
+def _best_val_accuracy(history: list[dict], otherwise: float = 0.0) -> float:
+    return max((float(r.get("val_accuracy", 0.0)) for r in history), default=otherwise)
 
 
 def _config_record(run: TrainingRun, seconds: float) -> dict:
@@ -502,6 +536,7 @@ def _config_record(run: TrainingRun, seconds: float) -> dict:
             "class_names": list(dataset.class_names),
             "sizes": {s: len(dataset.split(s)) for s in ("train", "validation", "test")},
         },
+        **({"ensemble": list(run.members)} if run.members else {}),
         "seed": run.config.seed,
         "epochs_run": len(run.history),
         "seconds": seconds,
@@ -520,11 +555,12 @@ def _summary(run: TrainingRun, metrics: dict, seconds: float) -> dict:
         "image_size": config.image_size,
         "head_only": config.head_only,
         "tta": config.tta,
+        **({"ensemble": [m["run"] for m in run.members]} if run.members else {}),
         "temperature": metrics["temperature"],
         "num_classes": run.num_classes,
         "epochs": len(run.history),
         "seconds": seconds,
         "val_accuracy": metrics["accuracy"],
         "val_macro_f1": metrics["macro_f1"],
-        "best_val_accuracy": _best_val_accuracy(run.history),
+        "best_val_accuracy": _best_val_accuracy(run.history, metrics["accuracy"]),
     }

@@ -1,0 +1,137 @@
+"""Recipe levers of ``clothclf train`` on tiny models: optimizer, warm-up, weight EMA, starting from a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from clothclf.config import TrainConfig
+
+
+def test_warmup_rises_linearly_then_cosine_decays_to_zero():
+    from clothclf.training.loop import learning_rate
+
+    config = TrainConfig(data_dir="", lr_schedule="cosine", warmup_epochs=1)
+    schedule = learning_rate(config, 1e-3, epochs=4, steps=10)
+    rates = [float(schedule(step)) for step in (0, 5, 10, 25, 40)]
+    assert rates[0] == pytest.approx(0.0, abs=1e-9)
+    assert rates[1] == pytest.approx(5e-4)  # halfway through the warm-up
+    assert rates[2] == pytest.approx(1e-3)  # the peak
+    assert rates[3] == pytest.approx(5e-4)  # halfway through the cosine
+    assert rates[4] == pytest.approx(0.0, abs=1e-9)
+    assert learning_rate(TrainConfig(data_dir=""), 1e-3, epochs=4, steps=10) == 1e-3  # plateau: constant
+
+
+def test_optimizer_choice_weight_decay_and_ema():
+    import keras
+
+    from clothclf.training.loop import make_optimizer
+
+    adamw = make_optimizer(TrainConfig(data_dir="", optimizer="adamw", weight_decay=0.05), 1e-3)
+    assert isinstance(adamw, keras.optimizers.AdamW) and adamw.weight_decay == pytest.approx(0.05)
+    adam = make_optimizer(TrainConfig(data_dir="", ema_momentum=0.9), 1e-3)
+    assert type(adam) is keras.optimizers.Adam and adam.use_ema and adam.ema_momentum == 0.9
+    assert not make_optimizer(TrainConfig(data_dir=""), 1e-3).use_ema
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (dict(warmup_epochs=1), "warmup_epochs"),  # needs the cosine schedule
+        (dict(weight_decay=0.01), "weight_decay"),  # needs adamw
+        (dict(optimizer="sgd"), "optimizer"),
+        (dict(ema_momentum=1.0), "ema_momentum"),
+    ],
+)
+def test_invalid_recipe_values_are_refused(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(data_dir="", **changes).validate()
+
+
+def test_ema_callbacks_leave_the_averaged_weights_in_the_model():
+    """With an EMA of momentum ~1 the weights after fit stay near their start; without, they move.
+
+    (Keras starts the average from the weights after the first step, so it moves by about one step.)"""
+    import keras
+
+    from clothclf.training.loop import _callbacks, make_optimizer
+
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    y = np.eye(2, dtype=np.float32)[(x[:, 0] > 0).astype(int)]
+
+    def moved(ema_momentum: float) -> float:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        start = model.get_weights()
+        config = TrainConfig(data_dir="", ema_momentum=ema_momentum)
+        model.compile(make_optimizer(config, 0.1), "categorical_crossentropy", metrics=["accuracy"])
+        callbacks = _callbacks(config, "head", [], keras.callbacks.Callback(), Path("."))
+        callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ModelCheckpoint)]
+        model.fit(x, y, validation_data=(x, y), epochs=3, batch_size=16, verbose=0, callbacks=callbacks)
+        return max(float(np.abs(a - b).max()) for a, b in zip(start, model.get_weights()))
+
+    assert moved(0.99999) < moved(0.0) / 4
+
+
+def test_init_from_a_run_starts_from_its_weights(tiny_run, synthetic_dataset, tmp_path):
+    """Only the fine-tuning phase runs, from the run's weights (kept by an EMA of momentum ~1)."""
+    from clothclf.modeling.models import load_model
+    from clothclf.runs import load_run
+    from clothclf.training.loop import train
+
+    recipe = dict(init_from=str(tiny_run), fine_tune_layers=20, fine_tune_epochs=1, ema_momentum=0.99999)
+    run_dir = train(tiny_config(synthetic_dataset, **recipe), tmp_path / "run").run_dir
+    assert [row["phase"] for row in load_run(run_dir).history()] == ["fine_tune"]
+    start, end = (load_model(str(d / "model.keras")).get_weights() for d in (tiny_run, run_dir))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(start, end)) < 1e-3
+
+
+def test_init_from_a_run_with_other_layers_is_refused(tiny_run, synthetic_dataset, tmp_path):
+    from clothclf.errors import RunError
+    from clothclf.training.loop import train
+
+    config = tiny_config(synthetic_dataset, init_from=str(tiny_run), hidden_units=8)
+    with pytest.raises(RunError, match="other layers"):
+        train(config, tmp_path / "x")
+    with pytest.raises(RunError, match="no model.keras"):
+        train(tiny_config(synthetic_dataset, init_from=str(tmp_path)), tmp_path / "y")
+
+
+def test_ensemble_of_two_runs_serves_the_mean_of_their_probabilities(tiny_run, synthetic_dataset, tmp_path):
+    from clothclf.cli import main
+    from clothclf.runs import load_run
+    from clothclf.serving.classifier import load_classifier
+    from clothclf.training.loop import train
+
+    other = train(tiny_config(synthetic_dataset, seed=3), tmp_path / "other").run_dir
+    out = tmp_path / "ensemble"
+    assert (
+        main(["ensemble", str(tiny_run), str(other), "--data", str(synthetic_dataset), "--out", str(out)])
+        == 0
+    )
+    run = load_run(out)
+    assert run.summary["ensemble"] == ["tiny", "other"] and (out / "model.tflite").is_file()
+    assert [m["seed"] for m in run.config()["ensemble"]] == [42, 3]
+    files = sorted((synthetic_dataset / "test").rglob("*.png"))
+    ensemble, *members = (load_classifier(d, temperature=1.0) for d in (out, tiny_run, other))
+    pixels = np.stack([ensemble.load(f) for f in files])
+    mean = np.mean([m.probabilities(pixels) for m in members], axis=0)
+    np.testing.assert_allclose(ensemble.probabilities(pixels), mean, atol=1e-4)
+
+
+def test_ensemble_resizes_for_a_smaller_member():
+    import keras
+
+    from clothclf.modeling.models import build_model
+    from clothclf.training.ensemble import build_ensemble
+
+    small, big = (build_model("mobilenet_v2", 3, size, weights=None) for size in (32, 48))
+    ensemble = build_ensemble([small, big])
+    assert ensemble.input_shape == (None, 48, 48, 3)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 3)).astype(np.float32)
+    resized = keras.ops.image.resize(x, (32, 32), interpolation="bilinear")
+    expected = (keras.ops.convert_to_numpy(small(resized)) + keras.ops.convert_to_numpy(big(x))) / 2
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(ensemble(x)), expected, atol=1e-5)
