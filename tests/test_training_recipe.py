@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -51,13 +49,14 @@ def test_invalid_recipe_values_are_refused(changes, message):
         TrainConfig(data_dir="", **changes).validate()
 
 
-def test_ema_callbacks_leave_the_averaged_weights_in_the_model():
+def test_ema_callbacks_leave_the_averaged_weights_in_the_model(tmp_path):
     """With an EMA of momentum ~1 the weights after fit stay near their start; without, they move.
 
     (Keras starts the average from the weights after the first step, so it moves by about one step.)"""
     import keras
 
-    from clothclf.training.loop import _callbacks, make_optimizer
+    from clothclf.config import Paths
+    from clothclf.training.loop import TrainingRun, _callbacks, make_optimizer
 
     x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     y = np.eye(2, dtype=np.float32)[(x[:, 0] > 0).astype(int)]
@@ -67,9 +66,9 @@ def test_ema_callbacks_leave_the_averaged_weights_in_the_model():
         model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
         start = model.get_weights()
         config = TrainConfig(data_dir="", ema_momentum=ema_momentum)
+        run = TrainingRun(config, Paths.from_env(), None, "", tmp_path, 0.0, (("head", 3),))
         model.compile(make_optimizer(config, 0.1), "categorical_crossentropy", metrics=["accuracy"])
-        callbacks = _callbacks(config, "head", [], keras.callbacks.Callback(), Path("."))
-        callbacks = [c for c in callbacks if not isinstance(c, keras.callbacks.ModelCheckpoint)]
+        callbacks = _callbacks(run, "head")
         model.fit(x, y, validation_data=(x, y), epochs=3, batch_size=16, verbose=0, callbacks=callbacks)
         return max(float(np.abs(a - b).max()) for a, b in zip(start, model.get_weights()))
 
