@@ -1,7 +1,6 @@
 """Ensembles: trained runs combined into one model, so serving (one LiteRT file) does not change.
 
-The ensemble takes pixels at the largest member's input size; a smaller member sees them resized
-(bilinear) inside the graph. Its output is the mean of the members' probabilities. The run folder it
+The members share one input size; the ensemble's output is the mean of their probabilities. The run folder it
 writes is an ordinary fine-tuned run (``model.keras``, ``model.tflite``, validation predictions, a
 temperature fitted on them), and its ``config.json`` names the members and their recipes.
 """
@@ -24,18 +23,14 @@ from clothclf.training.loop import TrainingRun, save, score
 
 def build_ensemble(members: Sequence[keras.Model]) -> keras.Model:
     """One model averaging the probabilities of ``members`` (raw pixels in, like every clothclf model)."""
-    if not members:
-        raise ValueError("an ensemble needs at least one member")
-    size = max(int(m.input_shape[1]) for m in members)
+    sizes = {int(m.input_shape[1]) for m in members}
+    if len(sizes) != 1:
+        raise RunError(f"the members of an ensemble must share one image size, not {sorted(sizes)}")
+    size = sizes.pop()
     pixels = keras.Input((size, size, 3), name="pixels")
-    outputs = []
-    for index, member in enumerate(members):
-        member_size = int(member.input_shape[1])
-        x = pixels
-        if member_size != size:
-            x = keras.layers.Resizing(member_size, member_size, name=f"resize_{index}")(x)
-        wrapped = keras.Model(member.inputs[0], member.outputs[0], name=f"member_{index}")
-        outputs.append(wrapped(x))
+    outputs = [
+        keras.Model(m.inputs[0], m.outputs[0], name=f"member_{i}")(pixels) for i, m in enumerate(members)
+    ]
     probs = keras.layers.Average(name="probabilities")(outputs) if len(outputs) > 1 else outputs[0]
     return keras.Model(pixels, probs, name="clothclf_ensemble")
 
