@@ -161,15 +161,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--accept-accuracy", type=float, help="accuracy accepted answers reach on validation (default: 0.97)"
     )
 
-    ensemble = commands.add_parser(
-        "ensemble", parents=[common], help="combine trained runs into one model (mean of probabilities)"
-    )
-    ensemble.add_argument("runs", nargs="+", type=Path, help="run folders with model.keras (same classes)")
-    ensemble.add_argument(
-        "--data", type=Path, help="dataset folder (default: the downloaded default dataset)"
-    )
-    ensemble.add_argument("--out", type=Path, required=True, help="run folder to write")
-
     runs = commands.add_parser("runs", parents=[common], help="list training runs")
     runs.add_argument("--json", action="store_true")
     return parser
@@ -403,15 +394,6 @@ def cmd_trust(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
-def cmd_ensemble(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.training.ensemble import ensemble_runs
-
-    out = ensemble_runs(args.runs, args.out, args.data or paths.default_dataset_dir, paths)
-    summary = json.loads((out / "run.json").read_text())
-    print(f"saved {out}: validation accuracy {summary['val_accuracy']:.4f}")
-    return 0
-
-
 def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.runs import list_runs
 
@@ -436,7 +418,6 @@ COMMANDS = {
     "predict": cmd_predict,
     "export": cmd_export,
     "calibrate": cmd_calibrate,
-    "ensemble": cmd_ensemble,
     "trust": cmd_trust,
     "runs": cmd_runs,
 }

@@ -97,35 +97,3 @@ def test_init_from_a_run_with_other_layers_is_refused(tiny_run, synthetic_datase
         train(config, tmp_path / "x")
     with pytest.raises(RunError, match="no model.keras"):
         train(tiny_config(synthetic_dataset, init_from=str(tmp_path)), tmp_path / "y")
-
-
-def test_ensemble_of_two_runs_serves_the_mean_of_their_probabilities(tiny_run, synthetic_dataset, tmp_path):
-    from clothclf.cli import main
-    from clothclf.runs import load_run
-    from clothclf.serving.classifier import load_classifier
-    from clothclf.training.loop import train
-
-    other = train(tiny_config(synthetic_dataset, seed=3), tmp_path / "other").run_dir
-    out = tmp_path / "ensemble"
-    assert (
-        main(["ensemble", str(tiny_run), str(other), "--data", str(synthetic_dataset), "--out", str(out)])
-        == 0
-    )
-    run = load_run(out)
-    assert run.summary["ensemble"] == ["tiny", "other"] and (out / "model.tflite").is_file()
-    assert [m["seed"] for m in run.config()["ensemble"]] == [42, 3]
-    files = sorted((synthetic_dataset / "test").rglob("*.png"))
-    ensemble, *members = (load_classifier(d, temperature=1.0) for d in (out, tiny_run, other))
-    pixels = np.stack([ensemble.load(f) for f in files])
-    mean = np.mean([m.probabilities(pixels) for m in members], axis=0)
-    np.testing.assert_allclose(ensemble.probabilities(pixels), mean, atol=1e-4)
-
-
-def test_ensemble_members_must_share_an_image_size():
-    from clothclf.errors import RunError
-    from clothclf.modeling.models import build_model
-    from clothclf.training.ensemble import build_ensemble
-
-    small, big = (build_model("mobilenet_v2", 3, size, weights=None) for size in (32, 48))
-    with pytest.raises(RunError, match="one image size"):
-        build_ensemble([small, big])

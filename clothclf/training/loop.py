@@ -88,7 +88,6 @@ class TrainingRun:
     verbose: int = 0
     history: list[dict] = field(default_factory=list)
     decoded: dict[str, DecodedSplit] = field(default_factory=dict)
-    members: tuple[dict, ...] = ()  # an ensemble's members' recipes (see clothclf.training.ensemble)
 
     @property
     def num_classes(self) -> int:
@@ -520,8 +519,8 @@ def fit_trust_scores(
     write_trust(run.work, logits, train, val, probs, labels, run.config.accept_accuracy)
 
 
-def _best_val_accuracy(history: list[dict], otherwise: float = 0.0) -> float:
-    return max((float(r.get("val_accuracy", 0.0)) for r in history), default=otherwise)
+def _best_val_accuracy(history: list[dict]) -> float:
+    return max((float(r.get("val_accuracy", 0.0)) for r in history), default=0.0)
 
 
 def _config_record(run: TrainingRun, seconds: float) -> dict:
@@ -536,7 +535,6 @@ def _config_record(run: TrainingRun, seconds: float) -> dict:
             "class_names": list(dataset.class_names),
             "sizes": {s: len(dataset.split(s)) for s in ("train", "validation", "test")},
         },
-        **({"ensemble": list(run.members)} if run.members else {}),
         "seed": run.config.seed,
         "epochs_run": len(run.history),
         "seconds": seconds,
@@ -555,12 +553,11 @@ def _summary(run: TrainingRun, metrics: dict, seconds: float) -> dict:
         "image_size": config.image_size,
         "head_only": config.head_only,
         "tta": config.tta,
-        **({"ensemble": [m["run"] for m in run.members]} if run.members else {}),
         "temperature": metrics["temperature"],
         "num_classes": run.num_classes,
         "epochs": len(run.history),
         "seconds": seconds,
         "val_accuracy": metrics["accuracy"],
         "val_macro_f1": metrics["macro_f1"],
-        "best_val_accuracy": _best_val_accuracy(run.history, metrics["accuracy"]),
+        "best_val_accuracy": _best_val_accuracy(run.history),
     }
