@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     download = data_commands.add_parser("download", parents=[common], help="download clothing-dataset-small")
     download.add_argument("--dest", type=Path, help="folder to put it in (default: $CLOTHCLF_DATA_DIR)")
     download.add_argument("--force", action="store_true", help="download again even if present")
+    check = data_commands.add_parser(
+        "check", help="report a dataset (folder or zip): photos per class and split, skipped files, leakage"
+    )
+    check.add_argument("path", type=Path, help="dataset folder, or a zip of one")
+    check.add_argument("--seed", type=int, default=42, help="seed of the split clothclf makes (default 42)")
+    check.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
     train = commands.add_parser("train", parents=[common], help="train a model (two-phase transfer learning)")
     train.add_argument("--data", type=Path, help="dataset folder (default: the downloaded default dataset)")
@@ -189,6 +195,18 @@ def cmd_data_download(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.data.download import download_with_progress_bar
 
     print(download_with_progress_bar(args.dest, force=args.force))
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.data.archives import dataset_folder
+    from clothclf.data.datasets import create_dataset
+    from clothclf.data.report import build_report, format_report
+
+    with dataset_folder(args.path) as folder:
+        report = build_report(create_dataset(folder, seed=args.seed))
+    print(json.dumps(report.to_dict()) if args.json else format_report(report))
+    report.raise_if_refused()
     return 0
 
 
@@ -441,7 +459,10 @@ def main(argv: list[str] | None = None) -> int:
     # clothclf's own messages from INFO up; the libraries' (TensorFlow's collectives...) from WARNING.
     logging.basicConfig(level=logging.WARNING, format="clothclf: %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
-    handler = cmd_data_download if args.command == "data" else COMMANDS[args.command]
+    if args.command == "data":
+        handler = cmd_data_check if args.data_command == "check" else cmd_data_download
+    else:
+        handler = COMMANDS[args.command]
     try:
         with native_logs_filtered(enabled=not args.verbose):
             code = handler(args, paths)

@@ -12,7 +12,9 @@ import pytest
 from conftest import make_image
 
 from clothclf.config import Limits
-from clothclf.data.archives import find_dataset_root, safe_extract_zip
+from clothclf.data.archives import safe_extract_zip
+from clothclf.data.datasets import create_dataset
+from clothclf.data.layout import read_layout
 from clothclf.errors import DatasetError, LimitExceededError
 
 
@@ -58,7 +60,8 @@ def assert_nothing_written(tmp_path: Path, out: Path) -> None:
     assert all(name.startswith("zips/") for name in written), written
 
 
-def test_normal_zip_extracts_and_skips_macos_and_hidden_files(tmp_path, out):
+def test_normal_zip_extracts_every_safe_entry_including_macos_and_hidden_files(tmp_path, out):
+    # What to use of them is the dataset reader's choice, so it can list what it skipped.
     shirt, skirt = png_bytes(0), png_bytes(1, seed=1)
     archive = build_zip(
         tmp_path / "zips" / "ok.zip",
@@ -75,7 +78,14 @@ def test_normal_zip_extracts_and_skips_macos_and_hidden_files(tmp_path, out):
     dest = safe_extract_zip(archive, out / "dataset")
     assert dest == out / "dataset"
     files = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
-    assert files == ["notes.txt", "shirts/a.png", "skirts/nested/b.PNG"]
+    assert files == [
+        ".git/config",
+        "__MACOSX/shirts/._a.png",
+        "notes.txt",
+        "shirts/.DS_Store",
+        "shirts/a.png",
+        "skirts/nested/b.PNG",
+    ]
     assert (dest / "shirts" / "a.png").read_bytes() == shirt
     assert (dest / "skirts" / "nested" / "b.PNG").read_bytes() == skirt
     assert [p.name for p in out.iterdir()] == ["dataset"], "the temporary folder must be gone"
@@ -219,30 +229,38 @@ def test_a_damaged_entry_fails_midway_and_leaves_nothing(tmp_path, out):
     assert_nothing_written(tmp_path, out)
 
 
-def test_find_dataset_root_descends_wrapper_folders(tmp_path):
+def test_the_reader_descends_wrapper_folders(tmp_path):
     (tmp_path / "x" / "clothing-dataset-small-master" / "train" / "shirt").mkdir(parents=True)
+    (tmp_path / "x" / "clothing-dataset-small-master" / "train" / "shirt" / "1.jpg").write_bytes(b"")
     (tmp_path / "x" / "__MACOSX").mkdir()
-    assert find_dataset_root(tmp_path / "x") == tmp_path / "x" / "clothing-dataset-small-master"
+    layout = read_layout(tmp_path / "x")
+    assert layout.root == (tmp_path / "x" / "clothing-dataset-small-master").resolve()
+    assert [(s.path, s.reason) for s in layout.skipped] == [("__MACOSX/", "macOS metadata folder")]
 
     flat = tmp_path / "y" / "wrapper" / "inner"
     for name in ("shirt", "skirt"):
         (flat / name).mkdir(parents=True)
         (flat / name / "1.jpg").write_bytes(b"")
     (tmp_path / "y" / "wrapper" / "README.md").write_text("about")
-    assert find_dataset_root(tmp_path / "y") == flat
+    layout = read_layout(tmp_path / "y")
+    assert layout.root == flat.resolve()
+    assert [s.path for s in layout.skipped] == ["wrapper/README.md"]
 
 
-def test_find_dataset_root_stops_at_a_single_class_folder(tmp_path):
+def test_the_reader_stops_at_a_single_class_folder(tmp_path):
     (tmp_path / "wrapper" / "shirt").mkdir(parents=True)
     (tmp_path / "wrapper" / "shirt" / "1.JPG").write_bytes(b"")
-    assert find_dataset_root(tmp_path) == tmp_path / "wrapper"
+    assert read_layout(tmp_path).root == (tmp_path / "wrapper").resolve()
 
 
-def test_find_dataset_root_without_class_folders(tmp_path):
+def test_a_folder_without_class_folders_is_refused(tmp_path):
     (tmp_path / "wrapper" / "docs").mkdir(parents=True)
     (tmp_path / "wrapper" / "docs" / "notes.txt").write_text("no images")
     (tmp_path / "loose.jpg").write_bytes(b"")  # images outside class folders do not count
-    with pytest.raises(DatasetError, match="no class folders found: a dataset zip must hold one folder"):
-        find_dataset_root(tmp_path)
-    with pytest.raises(DatasetError, match="no such folder"):
-        find_dataset_root(tmp_path / "missing")
+    with pytest.raises(
+        DatasetError,
+        match=r"no photo clothclf can read \(1 file: not inside a class folder; 1 file: not a photo \(\.txt\)\)",
+    ):
+        create_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="no such dataset folder"):
+        create_dataset(tmp_path / "missing")

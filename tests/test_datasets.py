@@ -140,13 +140,28 @@ def test_scan_finds_upper_case_extensions_and_ignores_hidden_files(tmp_path):
 def test_create_dataset_errors(tmp_path):
     with pytest.raises(DatasetError, match="no such dataset folder"):
         create_dataset(tmp_path / "missing")
-    write_dataset(tmp_path / "no_validation", {"train": 2})
-    with pytest.raises(DatasetError, match="no validation/ folder"):
-        create_dataset(tmp_path / "no_validation")
+    write_dataset(tmp_path / "few", {"train": 4})
+    with pytest.raises(
+        DatasetError, match=r"each class needs at least 5 photos .*: blue \(4\), green \(4\), red"
+    ):
+        create_dataset(tmp_path / "few")
     (tmp_path / "one_class" / "shirt").mkdir(parents=True)
     make_image(0, np.random.default_rng(0)).save(tmp_path / "one_class" / "shirt" / "a.png")
-    with pytest.raises(DatasetError, match="at least two class folders"):
+    with pytest.raises(DatasetError, match="at least two classes .*; it has only 'shirt'"):
         create_dataset(tmp_path / "one_class")
+
+
+def test_a_train_folder_without_validation_holds_validation_out_of_train(tmp_path):
+    dataset = create_dataset(write_dataset(tmp_path / "ds", {"train": 12, "test": 2}), seed=3)
+    assert dataset.layout == "held-out"
+    assert Counter(dataset.validation.labels) == {
+        0: 3,
+        1: 3,
+        2: 3,
+    }  # grown towards 50 photos: 25% of 12 per class
+    assert not set(dataset.validation.files) & set(dataset.train.files)
+    assert all(p.parts[-3] == "train" for p in dataset.validation.files)
+    assert len(dataset.test) == 6 and all(p.parts[-3] == "test" for p in dataset.test.files)
 
 
 def test_decode_split_skips_an_unreadable_file_with_one_warning(split_dataset, caplog):

@@ -191,13 +191,13 @@ def test_a_zip_without_class_folders_leaves_nothing(tmp_path, server):
     docs = tmp_path / "docs"
     (docs / "notes").mkdir(parents=True)
     (docs / "notes" / "a.txt").write_text("no images here")
-    with pytest.raises(DatasetError, match="no class folders found"):
+    with pytest.raises(DatasetError, match="no photo clothclf can read"):
         download_dataset(tmp_path / "data", url=server.serve("/master.zip", zip_folder(docs)))
     assert_empty(tmp_path / "data")
 
 
 def test_a_zip_without_train_and_validation_folders_leaves_nothing(tmp_path, server):
-    flat = write_dataset(tmp_path / "flat", {"": 3})
+    flat = write_dataset(tmp_path / "flat", {"": 5})
     with pytest.raises(DatasetError, match="no train/ folder"):
         download_dataset(tmp_path / "data", url=server.serve("/master.zip", zip_folder(flat)))
     assert_empty(tmp_path / "data")

@@ -1,23 +1,29 @@
 """Safe extraction of dataset zips, from the dataset download or from a visitor's upload.
 
 Every entry is checked before anything is written: size, entry count, expansion ratio (zip bombs),
-paths that climb out of the destination, symlinks and encryption. Extraction goes to a hidden
+paths that climb out of the destination, symlinks and encryption, two entries with one name, a name
+used for a file and a folder. Names are read as UTF-8 when they are valid UTF-8 (macOS's Finder writes
+them so without the zip's UTF-8 flag) and normalised to Unicode NFC. Extraction goes to a hidden
 sibling folder that is renamed to the destination only when complete, so a failure leaves nothing.
+What to use of the extracted files (and what to skip, such as ``__MACOSX/``) is the dataset reader's
+choice (:mod:`clothclf.data.layout`), so that every skipped file can be listed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import stat
 import tempfile
+import unicodedata
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 from clothclf.config import Limits
-from clothclf.data.datasets import IMAGE_EXTENSIONS
 from clothclf.errors import DatasetError, LimitExceededError
 
 MB = 1024 * 1024
@@ -51,9 +57,24 @@ def _archive_size(source: str | os.PathLike | IO[bytes]) -> int:
     return size
 
 
+UTF8_FLAG = 0x800
+
+
+def entry_name(info: zipfile.ZipInfo) -> str:
+    """The entry's name as its maker meant it: UTF-8 when the bytes are valid UTF-8 even without the
+    zip's UTF-8 flag (Python reads such names as cp437: ``chemise╠ü``), in Unicode NFC."""
+    name = info.filename
+    if not info.flag_bits & UTF8_FLAG:
+        try:
+            name = name.encode("cp437").decode("utf-8")
+        except UnicodeError:
+            pass  # a real cp437 name (old DOS and Windows tools)
+    return unicodedata.normalize("NFC", name)
+
+
 def _entry_parts(info: zipfile.ZipInfo) -> tuple[str, ...]:
     """The path components of an entry, or an error if it could land outside the destination."""
-    name = info.filename.replace("\\", "/")
+    name = entry_name(info).replace("\\", "/")
     parts = PurePosixPath(name).parts
     drive = bool(parts) and len(parts[0]) >= 2 and parts[0][0].isalpha() and parts[0][1] == ":"
     if name.startswith("/") or drive:
@@ -84,9 +105,28 @@ def _check_entry(info: zipfile.ZipInfo, limits: Limits) -> tuple[str, ...]:
     return parts
 
 
-def _is_skipped(parts: tuple[str, ...]) -> bool:
-    """macOS resource forks and hidden files or folders (``.DS_Store``, ``.git/``) are not extracted."""
-    return not parts or parts[0] == "__MACOSX" or any(p.startswith(".") for p in parts)
+def _check_names(plan: list[tuple[zipfile.ZipInfo, tuple[str, ...]]]) -> None:
+    """Refuse two file entries with one name (the second would overwrite the first) and a name used
+    both for a file and for a folder, before anything is written."""
+    files: set[tuple[str, ...]] = set()
+    folders: set[tuple[str, ...]] = set()
+    for info, parts in plan:
+        is_dir = info.filename.endswith(("/", "\\"))
+        folders.update(parts[:i] for i in range(1, len(parts) + (1 if is_dir else 0)))
+        if is_dir:
+            continue
+        if parts in files:
+            raise DatasetError(
+                f"the zip holds two files named {'/'.join(parts)!r}; one would overwrite the other, "
+                "so make the zip again with one file per name"
+            )
+        files.add(parts)
+    clash = sorted(files & folders)
+    if clash:
+        raise DatasetError(
+            f"the zip holds a file {'/'.join(clash[0])!r} and a folder of the same name; "
+            "rename one of them and make the zip again"
+        )
 
 
 def _plan(archive: zipfile.ZipFile, limits: Limits) -> list[tuple[zipfile.ZipInfo, tuple[str, ...]]]:
@@ -102,8 +142,9 @@ def _plan(archive: zipfile.ZipFile, limits: Limits) -> list[tuple[zipfile.ZipInf
             f"the zip expands to {total / MB:,.1f} MB, over the limit of "
             f"{limits.max_zip_uncompressed_mb:,} MB (max_zip_uncompressed_mb)"
         )
-    checked = [(info, _check_entry(info, limits)) for info in infos]
-    return [(info, parts) for info, parts in checked if not _is_skipped(parts)]
+    plan = [(info, parts) for info in infos if (parts := _check_entry(info, limits))]
+    _check_names(plan)
+    return plan
 
 
 def _extract(
@@ -114,7 +155,7 @@ def _extract(
         target = root.joinpath(*parts)
         # Guaranteed by _entry_parts and by never creating links; checked again as the last line of defence.
         if not target.resolve().is_relative_to(root):
-            raise DatasetError(f"zip entry {info.filename!r} points outside the destination")
+            raise DatasetError(f"zip entry {'/'.join(parts)!r} points outside the destination")
         try:
             if info.filename.endswith(("/", "\\")):
                 target.mkdir(parents=True, exist_ok=True)
@@ -123,9 +164,9 @@ def _extract(
             with archive.open(info) as entry, target.open("wb") as out:
                 shutil.copyfileobj(entry, out, CHUNK_BYTES)
         except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
-            raise DatasetError(f"zip entry {info.filename!r} is damaged ({exc})") from exc
-        except OSError as exc:
-            raise DatasetError(f"zip entry {info.filename!r} cannot be extracted ({exc})") from exc
+            raise DatasetError(f"zip entry {'/'.join(parts)!r} is damaged ({exc})") from exc
+        except OSError as exc:  # strerror only: the hidden staging path means nothing to the user
+            raise DatasetError(f"zip entry {'/'.join(parts)!r} cannot be extracted ({exc.strerror})") from exc
 
 
 def safe_extract_zip(
@@ -135,8 +176,8 @@ def safe_extract_zip(
 
     Raises :class:`LimitExceededError` when the archive breaks one of ``limits`` (size, entries,
     uncompressed size, expansion ratio) and :class:`DatasetError` when it is not a zip, holds an
-    unsafe entry (absolute path, ``..``, symlink, encryption) or ``dest`` exists and is not empty.
-    ``__MACOSX/`` and hidden files are skipped. Returns ``dest``.
+    unsafe entry (absolute path, ``..``, symlink, encryption), two entries with one name, or ``dest``
+    exists and is not empty. Returns ``dest``.
     """
     dest = Path(dest)
     name = _describe(source)
@@ -166,31 +207,12 @@ def safe_extract_zip(
     return dest
 
 
-def _visible_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
-
-
-def _holds_images(folder: Path, recursive: bool) -> bool:
-    files = folder.rglob("*") if recursive else folder.iterdir()
-    return any(
-        p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file() for p in files
-    )
-
-
-def find_dataset_root(folder: Path) -> Path:
-    """The folder inside ``folder`` that holds ``train/`` or the class folders.
-
-    Single wrapper folders (such as ``clothing-dataset-small-master/``) are descended through.
-    Raises :class:`DatasetError` if no class folders with images are found.
-    """
-    current = Path(folder)
-    if not current.is_dir():
-        raise DatasetError(f"{current}: no such folder")
-    while not (current / "train").is_dir():
-        subdirs = _visible_dirs(current)
-        if len(subdirs) != 1 or _holds_images(subdirs[0], recursive=False):
-            break
-        current = subdirs[0]
-    if (current / "train").is_dir() or any(_holds_images(d, recursive=True) for d in _visible_dirs(current)):
-        return current
-    raise DatasetError("no class folders found: a dataset zip must hold one folder of images per class")
+@contextlib.contextmanager
+def dataset_folder(path: Path, limits: Limits = DEFAULT_LIMITS) -> Iterator[Path]:
+    """``path`` itself if it is a folder; a zip is extracted into a temporary folder, removed afterwards."""
+    path = Path(path)
+    if path.is_dir() or not zipfile.is_zipfile(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="clothclf-check-") as tmp:
+        yield safe_extract_zip(path, Path(tmp) / path.stem, limits)

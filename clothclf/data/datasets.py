@@ -1,8 +1,8 @@
-"""Folder datasets: discover classes and files, split deterministically, fingerprint content.
+"""Folder datasets: classes and files read by :mod:`clothclf.data.layout`, split deterministically, fingerprinted.
 
-A dataset root holds ``train/``, ``validation/`` and ``test/`` folders of class subfolders, or is a
-single folder of class subfolders, which :func:`create_dataset` splits (stratified, seeded). No
-TensorFlow here: the tf.data side lives in :mod:`clothclf.data.pipeline`.
+A dataset root holds split folders (train, validation, test, under any common name) of class
+subfolders, or is a single folder of class subfolders, which :func:`create_dataset` splits
+(stratified, seeded). No TensorFlow here: the tf.data side lives in :mod:`clothclf.data.pipeline`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,34 @@ from pathlib import Path
 import numpy as np
 
 from clothclf.data.images import load_image
+from clothclf.data.layout import (
+    ALL,
+    IMAGE_EXTENSIONS,  # noqa: F401  (re-exported for older imports)
+    SPLITS,
+    Layout,
+    Skipped,
+    class_folders,
+    read_layout,
+)
 from clothclf.errors import ClothclfError, DatasetError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
-SPLITS = ("train", "validation", "test")
+#: Fewest photos a class may have: enough to keep some for training and some for validation.
+MIN_PHOTOS_PER_CLASS = 5
+#: Photos of each class held out for validation when clothclf makes the split (at least).
+MIN_VALIDATION_PER_CLASS = 2
+#: Photos kept for training in each class, at least, when clothclf makes the split.
+MIN_TRAIN_PER_CLASS = 3
+#: A small dataset's validation split is grown towards this many photos (enough to fit a temperature)…
+SMALL_VALIDATION_PHOTOS = 50
+#: …but never past this share of the photos.
+MAX_VALIDATION_FRACTION = 0.25
+LAYOUTS = {
+    "splits": "train, validation (and test) folders as given",
+    "held-out": "train (and test) folders as given; validation held out from train by clothclf",
+    "folder": "one folder of class folders, split by clothclf",
+}
 
 
 @dataclass(frozen=True)
@@ -41,14 +63,15 @@ class Split:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A resolved dataset: class names, the three splits, and how they were made."""
+    """A resolved dataset: class names, the three splits, how they were made and what was skipped."""
 
     root: Path
     class_names: tuple[str, ...]
     train: Split
     validation: Split
     test: Split
-    layout: str  # "splits" (train/validation/test folders) or "folder" (split here, seeded)
+    layout: str  # a key of LAYOUTS
+    skipped: tuple[Skipped, ...] = ()
 
     def split(self, name: str) -> Split:
         """The split called ``name`` (train, validation or test)."""
@@ -61,27 +84,27 @@ class Dataset:
         return {name: [str(p.relative_to(self.root)) for p in self.split(name).files] for name in SPLITS}
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+def _labelled(by_class: dict[str, tuple[Path, ...]], class_names: tuple[str, ...]) -> Split:
+    files: list[Path] = []
+    labels: list[int] = []
+    for name in sorted(by_class):
+        files.extend(sorted(by_class[name]))
+        labels.extend([class_names.index(name)] * len(by_class[name]))
+    return Split(tuple(files), tuple(labels))
 
 
 def scan_class_folder(
     folder: str | Path, class_names: tuple[str, ...] | None = None
 ) -> tuple[tuple[str, ...], Split]:
-    """Files and labels of a folder of class subfolders.
+    """Files and labels of a folder of class subfolders (names in NFC, as :mod:`clothclf.data.layout` reads them).
 
     With ``class_names`` given, labels index into it and a subfolder not in it is an error;
-    otherwise the class names are the sorted subfolder names that hold at least one image.
+    otherwise the class names are the sorted subfolder names that hold at least one photo.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such folder")
-    by_class = {d.name: sorted(p for p in d.rglob("*") if _is_image(p)) for d in _class_dirs(folder)}
-    by_class = {name: files for name, files in by_class.items() if files}
+    by_class = {name: files for name, files in class_folders(folder, folder, []).items() if files}
     if not by_class:
         raise DatasetError(
             f"{folder}: no class folders with images (expected one subfolder of images per class)"
@@ -94,16 +117,25 @@ def scan_class_folder(
             raise DatasetError(
                 f"{folder}: class folders {unknown} are not among the model's classes {list(class_names)}"
             )
-    files: list[Path] = []
-    labels: list[int] = []
-    for name in sorted(by_class):
-        files.extend(by_class[name])
-        labels.extend([class_names.index(name)] * len(by_class[name]))
-    return class_names, Split(tuple(files), tuple(labels))
+    return class_names, _labelled(by_class, class_names)
+
+
+def _split_sizes(n: int, fractions: tuple[float, float]) -> tuple[int, int]:
+    """(validation, test) photos of a class of ``n``: some of each kept for validation and training."""
+    n_val = round(n * fractions[0])
+    n_test = round(n * fractions[1])
+    if fractions[0] > 0:
+        n_val = max(n_val, MIN_VALIDATION_PER_CLASS)
+    while n - n_val - n_test < MIN_TRAIN_PER_CLASS and n_test > 0:
+        n_test -= 1
+    while n - n_val - n_test < MIN_TRAIN_PER_CLASS and n_val > 1:
+        n_val -= 1
+    return (n_val, n_test) if n > 2 else (0, 0)
 
 
 def stratified_split(split: Split, fractions: tuple[float, float], seed: int) -> tuple[Split, Split, Split]:
-    """Split into (train, validation, test) by class, with the given validation/test fractions."""
+    """Split into (train, validation, test) by class, with the given validation/test fractions;
+    every class keeps at least :data:`MIN_VALIDATION_PER_CLASS` validation photos when it can."""
     rng = random.Random(seed)
     parts: list[list[tuple[Path, int]]] = [[], [], []]
     by_label: dict[int, list[Path]] = {}
@@ -112,8 +144,7 @@ def stratified_split(split: Split, fractions: tuple[float, float], seed: int) ->
     for label in sorted(by_label):
         files = sorted(by_label[label])
         rng.shuffle(files)
-        n_val = round(len(files) * fractions[0]) if len(files) > 2 else 0
-        n_test = round(len(files) * fractions[1]) if len(files) > 2 else 0
+        n_val, n_test = _split_sizes(len(files), fractions)
         parts[1] += [(p, label) for p in files[:n_val]]
         parts[2] += [(p, label) for p in files[n_val : n_val + n_test]]
         parts[0] += [(p, label) for p in files[n_val + n_test :]]
@@ -125,29 +156,76 @@ def stratified_split(split: Split, fractions: tuple[float, float], seed: int) ->
     return to_split(parts[0]), to_split(parts[1]), to_split(parts[2])
 
 
+def validation_fraction(photos: int, requested: float) -> float:
+    """The validation share clothclf holds out: ``requested``, grown for a small dataset towards
+    :data:`SMALL_VALIDATION_PHOTOS` photos (at most :data:`MAX_VALIDATION_FRACTION`)."""
+    return max(requested, min(SMALL_VALIDATION_PHOTOS / max(photos, 1), MAX_VALIDATION_FRACTION))
+
+
+def _no_photos_message(layout: Layout) -> str:
+    """Why a dataset has no photo at all, naming the most common reasons files were skipped."""
+    reasons = Counter(s.reason for s in layout.skipped for _ in range(s.files))
+    if not reasons:
+        return "the dataset holds no class folders with photos (expected one folder of photos per class)"
+    common = "; ".join(f"{n} {'file' if n == 1 else 'files'}: {why}" for why, n in reasons.most_common(2))
+    return f"the dataset holds no photo clothclf can read ({common})"
+
+
+def _refuse_untrainable(layout: Layout, class_names: tuple[str, ...]) -> None:
+    """Refuse, before anything runs, a dataset that cannot train: fewer than two classes, or classes
+    with fewer than :data:`MIN_PHOTOS_PER_CLASS` photos (counted over every split)."""
+    totals = Counter({name: 0 for name in class_names})
+    for by_class in layout.classes.values():
+        totals.update({name: len(files) for name, files in by_class.items()})
+    if not sum(totals.values()):
+        raise DatasetError(_no_photos_message(layout))
+    with_photos = sorted(name for name, n in totals.items() if n)
+    if len(with_photos) < 2:
+        found = f"only {with_photos[0]!r}" if with_photos else "none"
+        raise DatasetError(f"a dataset needs at least two classes (folders of photos); it has {found}")
+    few = sorted((n, name) for name, n in totals.items() if n < MIN_PHOTOS_PER_CLASS)
+    if few:
+        listed = ", ".join(f"{name} ({n})" for n, name in few[:5]) + (", …" if len(few) > 5 else "")
+        raise DatasetError(
+            f"each class needs at least {MIN_PHOTOS_PER_CLASS} photos ({MIN_TRAIN_PER_CLASS} to train, "
+            f"{MIN_VALIDATION_PER_CLASS} to validate); {len(few)} of {len(totals)} classes have fewer: {listed}"
+        )
+
+
+def _split_classes(layout: Layout, split: str, class_names: tuple[str, ...]) -> Split:
+    by_class = layout.classes.get(split, {})
+    unknown = sorted(set(by_class) - set(class_names))
+    if unknown:
+        raise DatasetError(
+            f"the {split} folder has classes that are not in the training folder: {', '.join(unknown)}"
+        )
+    return _labelled(by_class, class_names)
+
+
 def create_dataset(
     root: str | Path, seed: int = 42, val_fraction: float = 0.1, test_fraction: float = 0.1
 ) -> Dataset:
-    """Resolve a dataset folder (either layout) into a :class:`Dataset`."""
-    root = Path(root).expanduser().resolve()
-    if not root.is_dir():
-        raise DatasetError(f"{root}: no such dataset folder")
-    if (root / "train").is_dir():
-        class_names, train = scan_class_folder(root / "train")
-        splits = [train]
-        for name in SPLITS[1:]:
-            folder = root / name
-            splits.append(scan_class_folder(folder, class_names)[1] if folder.is_dir() else Split((), ()))
-        if not len(splits[1]):
-            raise DatasetError(f"{root}: has train/ but no validation/ folder with images")
-        return Dataset(root, class_names, *splits, layout="splits")
-    class_names, everything = scan_class_folder(root)
-    if len(class_names) < 2:
-        raise DatasetError(f"{root}: a dataset needs at least two class folders")
-    train, validation, test = stratified_split(everything, (val_fraction, test_fraction), seed)
-    if not len(validation):
-        raise DatasetError(f"{root}: too few images to hold out a validation split")
-    return Dataset(root, class_names, train, validation, test, layout="folder")
+    """Read a dataset folder (see :mod:`clothclf.data.layout`) into a :class:`Dataset`, refusing one that
+    cannot train. Splits clothclf makes are stratified and seeded, with validation photos in every class."""
+    layout = read_layout(root)
+    main_split = ALL if layout.kind == "folder" else "train"
+    class_names = tuple(sorted(layout.classes[main_split]))
+    _refuse_untrainable(layout, class_names)
+    class_names = tuple(name for name in class_names if layout.classes[main_split][name])
+    everything = _split_classes(layout, main_split, class_names)
+    test = _split_classes(layout, "test", class_names)
+    validation = _split_classes(layout, "validation", class_names)
+    if len(validation):
+        kind, train = "splits", everything
+    else:
+        kind = "folder" if layout.kind == "folder" else "held-out"
+        fractions = (
+            validation_fraction(len(everything), val_fraction),
+            test_fraction if kind == "folder" else 0.0,
+        )
+        train, validation, made_test = stratified_split(everything, fractions, seed)
+        test = made_test if kind == "folder" else test
+    return Dataset(layout.root, class_names, train, validation, test, kind, layout.skipped)
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:

@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from clothclf import __version__
 from clothclf.config import DATASET_NAME, Limits, Paths
-from clothclf.data.archives import find_dataset_root, safe_extract_zip
+from clothclf.data.archives import safe_extract_zip
 from clothclf.data.datasets import create_dataset
+from clothclf.data.layout import read_layout
 from clothclf.errors import DatasetError
 
 DATASET_URL = "https://github.com/alexeygrigorev/clothing-dataset-small/archive/refs/heads/master.zip"
@@ -35,10 +36,9 @@ ProgressCallback = Callable[[int, int | None], None]
 
 
 def check_dataset(root: Path) -> None:
-    """Raise :class:`DatasetError` unless ``root`` has ``train/`` and ``validation/`` class folders."""
-    if not (root / "train").is_dir():
+    """Raise :class:`DatasetError` unless ``root`` is a dataset of split folders that can train."""
+    if create_dataset(root).layout == "folder":
         raise DatasetError(f"{root}: no train/ folder (expected train/, validation/ and test/)")
-    create_dataset(root)
 
 
 def _fetch(url: str, path: Path, progress: ProgressCallback | None, timeout: float) -> None:
@@ -125,7 +125,7 @@ def download_dataset(
         archive = work / "archive.zip"
         _fetch(url, archive, progress, timeout)
         try:
-            root = find_dataset_root(safe_extract_zip(archive, work / "extracted", DATASET_LIMITS))
+            root = read_layout(safe_extract_zip(archive, work / "extracted", DATASET_LIMITS)).root
             check_dataset(root)
         except DatasetError as exc:
             raise DatasetError(f"the archive downloaded from {url} is not a usable dataset: {exc}") from exc
