@@ -237,3 +237,68 @@ def test_clothclf_data_check_reads_or_refuses_each_zip(case, tmp_path, capsys):
         assert status == 0, err
         check_accepted(case, json.loads(out))
     assert [p.name for p in tmp_path.iterdir()] == ["dataset.zip"], "nothing left beside the zip"
+
+
+def run_cli_training(folder: Path, out: Path, capsys) -> dict:
+    """``clothclf train`` in this process with the tiny settings of conftest's tiny_config."""
+    args = ["train", "--data", str(folder), "--out", str(out), "--weights", "none", "--image-size", "32"]
+    args += ["--batch-size", "8", "--epochs", "2", "--lr", "1e-2", "--head-only", "--json"]
+    status = cli(args)
+    out_text, err = capsys.readouterr()
+    assert status == 0, err
+    return json.loads(out_text.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=[c.name for c in ACCEPTED])
+def test_clothclf_train_trains_each_accepted_zip_as_read(case, tmp_path, capsys):
+    folder = safe_extract_zip(io.BytesIO(case.zip), tmp_path / "extracted")
+    summary = run_cli_training(folder, tmp_path / "run", capsys)
+    run = Path(summary["run_dir"])
+    assert json.loads((run / "class_names.json").read_text()) == list(case.classes)
+    config = json.loads((run / "config.json").read_text())
+    assert {k: v for k, v in config["dataset"]["sizes"].items() if v} == case.counts
+    test_metrics = run / "metrics_test.json"
+    assert test_metrics.is_file() == bool(case.counts.get("test")), "the dataset's test part is evaluated"
+    if case.counts.get("test"):
+        assert json.loads(test_metrics.read_text())["n_images"] == case.counts["test"]
+
+
+@pytest.fixture
+def page(current_model, no_cached_weights):
+    """The Fine-tune page of a fresh session (stand-in current model, empty Keras cache)."""
+    return fine_tune_page()
+
+
+def check_on_page(at, data: bytes):
+    at.file_uploader(key="ft_upload").set_value(("dataset.zip", data, "application/zip"))
+    return at.button(key="ft_check").click().run()
+
+
+@pytest.mark.parametrize("case", CASES, ids=ids)
+def test_the_fine_tune_page_checks_each_zip(case, page, tmp_path):
+    at = check_on_page(page, case.zip)
+    assert not at.exception
+    paths = Paths.from_env()
+    if case.refused:
+        assert len(at.error) == 1 and re.search(case.refused, at.error[0].value), at.error[0].value
+        assert not any(uploads_dir(paths).glob("*")), "a refused upload is deleted at once"
+    else:
+        assert not at.error, at.error[0].value
+        counts = at.dataframe(key="ft_report_counts").value
+        assert tuple(counts.index) == case.classes
+        assert {split: int(counts[split].sum()) for split in counts.columns} == case.counts
+        if case.skipped:
+            listed = set(at.dataframe(key="ft_report_skipped").value["path"])
+            assert set(case.skipped) <= listed, listed
+        assert len(list(uploads_dir(paths).iterdir())) == 1
+    assert not (tmp_path / "data").exists(), "uploads never land in the data folder"
+
+
+def test_a_checked_zip_is_extracted_once_and_reused_by_start(page, synthetic_dataset):
+    case = next(c for c in CASES if c.finder)
+    at = check_on_page(page, case.zip)
+    [folder] = uploads_dir(Paths.from_env()).iterdir()
+    marker = folder / "marker"
+    marker.write_text("extracted once")
+    at.button(key="ft_check").click().run()
+    assert marker.is_file() and list(uploads_dir(Paths.from_env()).iterdir()) == [folder]
