@@ -77,6 +77,8 @@ class Limits:
     #: Minutes a training job may run; it stops itself at the next batch after that (nothing is saved)
     #: and is killed if it has not ended a grace period later.
     max_training_minutes: float = 120.0
+    #: Extracted dataset uploads kept for reuse (checked, not yet trained on) before the oldest go.
+    max_kept_uploads_mb: int = 500
 
 
 @dataclass(frozen=True)

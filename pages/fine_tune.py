@@ -13,9 +13,11 @@ import streamlit as st
 from clothclf.app.jobs import Job, JobStatus, current_job, start_job
 from clothclf.app.memory import memory_limit_mb, memory_warning, process_rss_mb
 from clothclf.app.models_list import describe_model
-from clothclf.app.uploads import extract_uploaded_dataset
+from clothclf.app.training_data import check_training_data, training_data_dir
 from clothclf.config import AugmentConfig, Limits, Paths, TrainConfig, default, options
-from clothclf.errors import ClothclfError, RunError
+from clothclf.data.datasets import LAYOUTS
+from clothclf.data.report import TINY_SIDE, DatasetReport
+from clothclf.errors import RunError
 from clothclf.evaluation import plots
 from clothclf.modeling.backbones import BACKBONES, weights_cached
 from clothclf.runs import RunInfo, load_run, zip_run
@@ -73,8 +75,38 @@ def backbone_label(name: str, image_size: int) -> str:
     if weights_cached(name, image_size):
         note = "ImageNet weights available"
     else:
-        note = "no ImageNet weights on this server"
+        note = "untrained: no ImageNet weights on this server"
     return f"{spec.description} · {note}"
+
+
+def default_backbone(image_size: int) -> str:
+    """MobileNetV2 when its ImageNet weights are here; else the small CNN, never an untrained backbone."""
+    return default("backbone") if weights_cached(default("backbone"), image_size) else "custom_cnn"
+
+
+def show_report(report: DatasetReport) -> None:
+    """The dataset report: photos per class and split, what was skipped and why, leakage, tiny photos."""
+    photos = sum(sum(by_class.values()) for by_class in report.counts.values())
+    st.markdown(
+        f"**Dataset**: {photos} readable photos in {len(report.class_names)} classes · "
+        f"{LAYOUTS.get(report.layout, report.layout)}."
+    )
+    st.dataframe(report.count_rows(), hide_index=True)
+    if report.leakage:
+        copies = "; ".join(" = ".join(group.files) for group in report.leakage[:3])
+        st.warning(
+            f"{len(report.leakage)} photos are in the dataset more than once, in two splits or two classes: "
+            f"validation and test scores will look better than they are. Remove the copies ({copies}).",
+            icon=":material/content_copy:",
+        )
+    if report.skipped:
+        with st.expander(f"Skipped: {len(report.skipped)} files or folders, each with the reason"):
+            st.dataframe([s.to_dict() for s in report.skipped], hide_index=True)
+    if report.tiny:
+        st.caption(
+            f"{len(report.tiny)} photos are smaller than {TINY_SIDE} px on their shorter side "
+            f"(for example `{report.tiny[0]}`): they carry little detail."
+        )
 
 
 def use_model(path: str) -> None:
@@ -225,8 +257,9 @@ def weights_choice(backbone: str, image_size: int) -> str | None:
         st.caption("Keras downloads the weights into its cache; the run fails if there is no internet.")
         return "imagenet"
     st.caption(
-        f"No ImageNet weights for this backbone at {image_size} px on this server: it starts from random "
-        "weights (`weights=None`), so expect much lower accuracy than a pretrained backbone."
+        f"No ImageNet weights for this backbone at {image_size} px on this server: the backbone is "
+        "untrained, so the whole network is trained from scratch on your photos (the head-only choice "
+        "does not apply); expect much lower accuracy than a pretrained backbone."
     )
     return None
 
@@ -251,7 +284,7 @@ backbone_option = options()["backbone"]
 backbone = backbone_col.selectbox(
     backbone_option.label,
     list(backbone_option.choices),
-    index=list(backbone_option.choices).index(default("backbone")),
+    index=list(backbone_option.choices).index(default_backbone(image_size)),
     format_func=lambda name: backbone_label(name, st.session_state.get(SIZE_KEY, default("image_size"))),
     help=backbone_option.help,
     key="ft_backbone",
@@ -298,8 +331,8 @@ with st.form("fine_tune_form", border=True):
     st.markdown("**Data**")
     dataset_dir = paths.default_dataset_dir
     upload = st.file_uploader(
-        "Your own dataset (optional): a zip with one folder of images per class "
-        "(or train/ and validation/ folders of class folders)",
+        "Your own dataset (optional): a zip with one folder of photos per class, or split folders "
+        "(train/, validation/, test/, under any common name) of class folders",
         type=["zip"],
         key="ft_upload",
     )
@@ -316,40 +349,51 @@ with st.form("fine_tune_form", border=True):
         key="ft_start_anyway",
         help=f"This app may use {memory_limit:,.0f} MB; a run that needs more is stopped by the system.",
     )
-    submitted = st.form_submit_button(
-        "Start training", type="primary", icon=":material/play_arrow:", disabled=busy, key="ft_start"
+    check_col, start_col = st.columns(2)
+    checked = check_col.form_submit_button(
+        "Check the dataset", icon=":material/fact_check:", key="ft_check", width="stretch"
+    )
+    submitted = start_col.form_submit_button(
+        "Start training",
+        type="primary",
+        icon=":material/play_arrow:",
+        disabled=busy,
+        key="ft_start",
+        width="stretch",
     )
 
 if busy:
     st.caption("A run is in progress; you can start another when it has ended.")
 
-if submitted:
+if submitted or checked:
     try:
-        if upload is not None:
-            with st.spinner("Checking and extracting the zip…"):
-                dataset_dir = extract_uploaded_dataset(upload, paths)
-        elif not dataset_dir.is_dir():
-            raise ClothclfError(
-                f"the default dataset is not on this server ({dataset_dir}); upload a zip of class folders"
-            )
+        with st.spinner("Reading the dataset (every photo once; an upload is extracted once)…"):
+            dataset_dir = training_data_dir(upload, paths)
         config = TrainConfig(
             data_dir=str(dataset_dir),
             backbone=backbone,
             weights=weights,
             image_size=image_size,
             augment=AugmentConfig(enabled=bool(augment)),
-            **chosen,
+            # An untrained backbone trains whole: a head on its random features would learn nothing.
+            **{
+                **chosen,
+                "head_only": chosen["head_only"] and not (BACKBONES[backbone].pretrained and weights is None),
+            },
         )
-        too_big = memory_warning(config, memory_limit, process_rss_mb())
-        started = None if too_big and not start_anyway else start_job(config, paths)
-    except ValueError as exc:  # ClothclfError (bad zip, run in progress, …) and bad config values
-        show_error(exc)
-    else:
-        if started is None:
+        with st.spinner("Reading the dataset (every photo once; an upload is extracted once)…"):
+            report = check_training_data(config, paths)
+        show_report(report)
+        report.raise_if_refused()
+        too_big = memory_warning(config, memory_limit, process_rss_mb()) if submitted else None
+        if too_big and not start_anyway:
             st.warning(too_big, icon=":material/memory:")
-        else:
-            st.session_state[JOB_KEY] = started.id
+        elif submitted:
+            job = start_job(config, paths)
+            st.session_state[JOB_KEY] = job.id
             st.rerun()
+    except ValueError as exc:  # ClothclfError (refused dataset, run in progress, …) and bad config values
+        show_error(exc)
 
 job = current_job(paths)  # again: a refused start means another session's run has begun since
 status = job.status() if job is not None else None

@@ -89,3 +89,24 @@ def shared_dataset() -> Path:
     if not SHARED_DATASET.is_dir():
         pytest.skip("../shared/data/clothing-dataset-small is not available")
     return SHARED_DATASET
+
+
+@pytest.fixture
+def current_model(tmp_path, monkeypatch) -> Path:
+    """A stand-in for the shipped model with known validation metrics (its model file is a placeholder)."""
+    from clothclf.runs import write_json
+
+    folder = tmp_path / "default-model"
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(b"placeholder")
+    write_json(folder / "class_names.json", ["blue", "green", "red"])
+    write_json(folder / "metrics_validation.json", {"accuracy": 0.25, "macro_f1": 0.2})
+    write_json(folder / "run.json", {"name": "shipped", "status": "complete", "image_size": 32})
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
+def no_cached_weights(tmp_path, monkeypatch):
+    """An empty Keras cache, so the page's weights decision does not depend on the machine."""
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))

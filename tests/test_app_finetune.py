@@ -12,34 +12,15 @@ import time
 import zipfile
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from clothclf.app.jobs import current_job
+from clothclf.app.training_data import uploads_dir
 from clothclf.config import Paths, options
-from clothclf.runs import list_runs, write_json
+from clothclf.runs import list_runs
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 300  # seconds for the whole training run on a loaded two-core machine
-
-
-@pytest.fixture
-def current_model(tmp_path, monkeypatch) -> Path:
-    """A stand-in for the shipped model with known validation metrics (its model file is a placeholder)."""
-    folder = tmp_path / "default-model"
-    folder.mkdir()
-    (folder / "model.tflite").write_bytes(b"placeholder")
-    write_json(folder / "class_names.json", ["blue", "green", "red"])
-    write_json(folder / "metrics_validation.json", {"accuracy": 0.25, "macro_f1": 0.2})
-    write_json(folder / "run.json", {"name": "shipped", "status": "complete", "image_size": 32})
-    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
-def no_cached_weights(tmp_path, monkeypatch):
-    """An empty Keras cache, so the page's weights decision does not depend on the machine."""
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
 
 
 def fine_tune_page() -> AppTest:
@@ -66,7 +47,9 @@ def test_training_from_the_page_registers_a_run_and_shows_its_metrics(
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(synthetic_dataset))
     at = fine_tune_page()
     assert not at.exception
-    assert "weights=None" in texts(at.caption)  # no ImageNet weights in the empty cache, said plainly
+    # No ImageNet weights in the empty cache: an untrained backbone is said so and never preselected.
+    assert at.selectbox(key="ft_backbone").value == "custom_cnn"
+    assert "untrained: no ImageNet weights" in at.selectbox(key="ft_backbone").format_func("mobilenet_v2")
     assert str(synthetic_dataset) in texts(at.caption)
     fill_tiny_form(at)
     at.button(key="ft_start").click().run()
@@ -112,9 +95,10 @@ def test_a_zip_without_class_folders_is_a_clear_error(current_model):
     at.file_uploader(key="ft_upload").set_value(("photos.zip", buffer.getvalue(), "application/zip"))
     at.button(key="ft_start").click().run()
     assert not at.exception
-    assert "no class folders" in texts(at.error)
+    assert "no photo clothclf can read (1 file: not a photo (.txt))" in texts(at.error)
     assert current_job(Paths.from_env()) is None
-    assert not list((Paths.from_env().data_dir / "uploads").glob("*"))  # nothing kept
+    assert not list(uploads_dir(Paths.from_env()).glob("*"))  # nothing kept
+    assert not (Paths.from_env().data_dir / "uploads").exists()
 
 
 def test_a_missing_default_dataset_is_a_clear_error(tmp_path, current_model, monkeypatch):

@@ -20,8 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_image
+from test_app_finetune import fine_tune_page
 
+from clothclf.app.training_data import uploads_dir
 from clothclf.cli import main as cli
+from clothclf.config import Paths
 from clothclf.data.archives import safe_extract_zip
 from clothclf.data.datasets import create_dataset
 from clothclf.data.report import DatasetReport, build_report
@@ -284,11 +287,11 @@ def test_the_fine_tune_page_checks_each_zip(case, page, tmp_path):
         assert not any(uploads_dir(paths).glob("*")), "a refused upload is deleted at once"
     else:
         assert not at.error, at.error[0].value
-        counts = at.dataframe(key="ft_report_counts").value
-        assert tuple(counts.index) == case.classes
-        assert {split: int(counts[split].sum()) for split in counts.columns} == case.counts
+        counts = at.dataframe[0].value
+        assert tuple(counts["class"]) == case.classes
+        assert {split: int(counts[split].sum()) for split in counts.columns[1:]} == case.counts
         if case.skipped:
-            listed = set(at.dataframe(key="ft_report_skipped").value["path"])
+            listed = set(at.dataframe[1].value["path"])
             assert set(case.skipped) <= listed, listed
         assert len(list(uploads_dir(paths).iterdir())) == 1
     assert not (tmp_path / "data").exists(), "uploads never land in the data folder"

@@ -21,8 +21,8 @@ import pytest
 from conftest import long_config, tiny_config
 
 from clothclf.app.jobs import Job, JobStatus, current_job, start_job
-from clothclf.app.uploads import extract_uploaded_dataset
-from clothclf.config import Paths
+from clothclf.app.training_data import check_training_data, extract_uploaded_dataset, uploads_dir
+from clothclf.config import Paths, TrainConfig
 from clothclf.errors import ClothclfError, DatasetError
 from clothclf.runs import PARTIAL_PREFIX, list_runs, write_json
 
@@ -80,22 +80,25 @@ def zipped(files: dict[str, bytes]) -> io.BytesIO:
     return buffer
 
 
-def test_an_uploaded_zip_of_class_folders_becomes_a_dataset_under_the_data_folder(synthetic_dataset, paths):
+def test_an_uploaded_zip_of_class_folders_becomes_a_dataset_under_the_runs_folder(synthetic_dataset, paths):
     files = {
         f"photos/{p.parent.name}/{p.name}": p.read_bytes() for p in synthetic_dataset.glob("train/*/*.png")
     }
-    root = extract_uploaded_dataset(zipped(files), paths)
-    assert root.parent.parent == paths.data_dir / "uploads" and root.name == "photos"
-    assert sorted(p.name for p in root.iterdir()) == ["blue", "green", "red"]
+    folder = extract_uploaded_dataset(zipped(files), paths)
+    assert folder.parent == uploads_dir(paths) == paths.runs_dir / ".uploads"
+    report = check_training_data(TrainConfig(data_dir=str(folder)), paths)
+    assert report.ok and report.class_names == ("blue", "green", "red")
+    assert report.root == str((folder / "photos").resolve())
 
 
 @pytest.mark.parametrize(
     "files", [{"notes/readme.txt": b"no images"}, {"only/one/class.png": b"not even a png"}, {}]
 )
 def test_an_uploaded_zip_without_a_dataset_is_refused_and_nothing_is_kept(paths, files):
+    folder = extract_uploaded_dataset(zipped(files), paths)
     with pytest.raises(DatasetError):
-        extract_uploaded_dataset(zipped(files), paths)
-    assert not list((paths.data_dir / "uploads").glob("*"))
+        check_training_data(TrainConfig(data_dir=str(folder)), paths)
+    assert not list(uploads_dir(paths).glob("*"))
 
 
 def test_a_job_trains_in_a_child_process_and_its_run_is_listed(synthetic_dataset, paths):

@@ -31,8 +31,10 @@ from PIL import Image, features
 from streamlit.testing.v1 import AppTest
 
 from clothclf.app.jobs import current_job
-from clothclf.app.uploads import UPLOAD_TYPES, classify_uploads, extract_uploaded_dataset
+from clothclf.app.training_data import extract_uploaded_dataset, uploads_dir
+from clothclf.app.uploads import UPLOAD_TYPES, classify_uploads
 from clothclf.config import AugmentConfig, Limits, Paths, TrainConfig
+from clothclf.data.datasets import create_dataset
 from clothclf.errors import ClothclfError, DatasetError, LimitExceededError
 from clothclf.serving.classifier import Prediction, load_classifier
 
@@ -522,7 +524,7 @@ def test_fine_tune_upload_refuses_hostile_zips_and_writes_nothing_outside(case, 
         extract_uploaded_dataset(io.BytesIO(archive), paths)
     after = snapshot(tmp_path)
     assert outside_app_folders(after, paths, tmp_path) == outside_app_folders(before, paths, tmp_path)
-    assert not list((paths.data_dir / "uploads").glob("*")), "a refused zip leaves nothing"
+    assert not list(uploads_dir(paths).glob("*")), "a refused zip leaves nothing"
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -542,12 +544,12 @@ def test_fine_tune_page_refuses_hostile_zips_with_a_clear_message(case, model, t
     assert current_job(paths) is None
     after = snapshot(tmp_path)
     assert outside_app_folders(after, paths, tmp_path) == outside_app_folders(before, paths, tmp_path)
-    assert not list((paths.data_dir / "uploads").glob("*"))
+    assert not list(uploads_dir(paths).glob("*"))
 
 
 def test_a_clean_zip_through_the_same_path_is_accepted(tmp_path):
     """The control case: the checks above refuse what is hostile, not every zip."""
     paths = Paths.from_env()
-    root = extract_uploaded_dataset(io.BytesIO(zip_bytes(class_folders())), paths)
-    assert root.is_relative_to(paths.data_dir / "uploads")
-    assert sorted(p.name for p in root.iterdir()) == sorted(CLASSES)
+    folder = extract_uploaded_dataset(io.BytesIO(zip_bytes(class_folders())), paths)
+    assert folder.parent == uploads_dir(paths)
+    assert create_dataset(folder).class_names == tuple(sorted(CLASSES))

@@ -12,6 +12,7 @@ Files under ``<runs_dir>/.jobs/``::
     current                 the id of the newest job
     <job id>/request.json   the config, the folders and the run folder to write, from the parent
     <job id>/process.json   the child's identity: process id, start time and boot (see ProcessId)
+    <job id>/dataset.json   the dataset report checked before the job started
     <job id>/status.json    the child's latest snapshot (see JobStatus)
     <job id>/cancel         present once a cancel was requested
     <job id>/exit_code      how the child ended, written by the parent that waited for it
@@ -42,14 +43,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clothclf.app.memory import OUT_OF_MEMORY_ADVICE, memory_limit_mb
+from clothclf.app.training_data import check_training_data, discard_upload
 from clothclf.config import Limits, Paths, TrainConfig
-from clothclf.data.datasets import create_dataset
+from clothclf.data.report import DatasetReport
 from clothclf.errors import ClothclfError, RunError
 from clothclf.modeling.backbones import get_backbone_spec
 from clothclf.runs import PARTIAL_PREFIX, new_run_name, read_json, write_json
@@ -124,6 +126,13 @@ class Job:
     def run_dir(self) -> Path:
         """Where the run is saved once the job finishes."""
         return Path(self.request()["run_dir"])
+
+    def dataset_report(self) -> DatasetReport | None:
+        """The dataset report checked when the job started (None for a job started before reports)."""
+        try:
+            return DatasetReport.from_dict(read_json(self.folder / "dataset.json"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def process(self) -> ProcessId | None:
         """The child process (None before it was started)."""
@@ -302,7 +311,8 @@ def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -
     """
     config.validate()
     get_backbone_spec(config.backbone)
-    create_dataset(config.data_dir, config.seed, config.val_fraction, config.test_fraction)
+    report = check_training_data(config, paths)
+    report.raise_if_refused()
     jobs_dir = paths.runs_dir / JOBS_DIR
     try:
         jobs_dir.mkdir(parents=True, exist_ok=True)
@@ -317,17 +327,20 @@ def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -
                     )
                 _remove_partial_run(previous)
             _prune_jobs(jobs_dir, KEEP_JOBS - 1)
-            job = _launch(config, paths, jobs_dir, (limits or Limits()).max_training_minutes)
+            job = _launch(config, paths, jobs_dir, (limits or Limits()).max_training_minutes, report)
             _write_text(jobs_dir / "current", job.id)
     except OSError as exc:
         raise RunError(f"could not start a training job in {jobs_dir}: {exc}") from exc
     return job
 
 
-def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float) -> Job:
+def _launch(
+    config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float, report: DatasetReport
+) -> Job:
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     job = Job(jobs_dir / job_id)
     job.folder.mkdir()
+    write_json(job.folder / "dataset.json", report.to_dict())
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     request = {
         "config": config.to_dict(),
@@ -350,7 +363,10 @@ def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float) -
     # Read while the child cannot have been reaped yet (the reaper starts below), so it is this child.
     write_json(job.folder / "process.json", dataclasses.asdict(ProcessId.of(process.pid)))
     threading.Thread(
-        target=_reap, args=(process, job.folder), name=f"clothclf-job-{job_id}", daemon=True
+        target=_reap,
+        args=(process, job.folder, lambda: discard_upload(config.data_dir, paths)),
+        name=f"clothclf-job-{job_id}",
+        daemon=True,
     ).start()
     return job
 
@@ -365,11 +381,13 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _reap(process: subprocess.Popen, folder: Path) -> None:
-    """Wait for the child, so it never lingers as a zombie (which would look alive), and record its end."""
+def _reap(process: subprocess.Popen, folder: Path, cleanup: Callable[[], None]) -> None:
+    """Wait for the child, so it never lingers as a zombie (which would look alive), record its end,
+    then ``cleanup`` (delete the uploaded dataset it trained on) however it ended."""
     code = process.wait()
     with contextlib.suppress(OSError):
         _write_text(folder / "exit_code", str(code))
+    cleanup()
 
 
 def _write_text(path: Path, text: str) -> None:

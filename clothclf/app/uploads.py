@@ -1,25 +1,20 @@
-"""Uploads: a batch of photos classified with per-file errors and limits, and a zipped dataset extracted
-(no TensorFlow, no Streamlit)."""
+"""Uploads: a batch of photos classified with per-file errors and limits (no TensorFlow, no Streamlit).
+Uploaded dataset zips are :mod:`clothclf.app.training_data`'s."""
 
 from __future__ import annotations
 
 import io
 import os
-import secrets
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
 import numpy as np
 from PIL import Image
 
-from clothclf.config import Limits, Paths
-from clothclf.data.archives import DEFAULT_LIMITS, find_dataset_root, safe_extract_zip
-from clothclf.data.datasets import create_dataset
+from clothclf.config import Limits
 from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image, load_preview
-from clothclf.errors import ClothclfError, DatasetError
+from clothclf.errors import ClothclfError
 from clothclf.serving.classifier import Classifier, Prediction
 from clothclf.serving.explain import overlay
 
@@ -125,19 +120,3 @@ def explanation_overlay(
 def square_thumbnail(source: ImageInput, size: int = 200, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The photo center-cropped to a square of ``size`` pixels (for tidy grids), upright RGB."""
     return load_preview(_from_start(source), size, max_pixels, square=True)
-
-
-def extract_uploaded_dataset(source: IO[bytes], paths: Paths, limits: Limits = DEFAULT_LIMITS) -> Path:
-    """Extract an uploaded zip of class folders into a new ``<data_dir>/uploads/<id>`` folder and
-    return its dataset root. :class:`~clothclf.errors.DatasetError` (nothing kept) if it holds no
-    usable dataset; :class:`~clothclf.errors.LimitExceededError` if it breaks ``limits``."""
-    dest = paths.data_dir / "uploads" / secrets.token_hex(8)
-    try:
-        root = find_dataset_root(safe_extract_zip(source, dest, limits))
-        create_dataset(root)
-    except BaseException as exc:
-        shutil.rmtree(dest, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise DatasetError(f"cannot extract the upload into {dest.parent}: {exc}") from exc
-        raise
-    return root

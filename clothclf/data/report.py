@@ -77,6 +77,12 @@ class DatasetReport:
         """Identical photos in two splits or two classes: they make validation and test scores lie."""
         return tuple(d for d in self.duplicates if d.kind != "within a class")
 
+    def count_rows(self) -> list[dict]:
+        """Photos per class (rows) and split (columns), as a table's rows."""
+        return [
+            {"class": name, **{s: by[name] for s, by in self.counts.items()}} for name in self.class_names
+        ]
+
     def to_dict(self) -> dict:
         """A JSON-ready dict."""
         return {**asdict(self), "version": REPORT_VERSION}
