@@ -224,7 +224,10 @@ def checked_train_config(args: argparse.Namespace, paths: Paths) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.data.report import training_report
+
     config = checked_train_config(args, paths)
+    training_report(config, paths.cache_dir).raise_if_refused()  # before TensorFlow is imported
     from clothclf.training.loop import train
 
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)

@@ -101,7 +101,8 @@ class Option:
 
     ``minimum``/``maximum`` are inclusive bounds, ``above``/``below`` exclusive ones; ``choices`` are the
     only values allowed; ``presets`` are values a form offers without restricting others; ``step`` is a
-    form's increment. ``page`` says whether the Fine-tune page shows it.
+    form's increment. ``page`` says whether the Fine-tune page shows it. ``or_file``: besides the
+    choices, the path of an existing file is allowed (the library's own weights file, not the CLI's).
     """
 
     label: str
@@ -114,11 +115,14 @@ class Option:
     presets: tuple[Any, ...] = ()
     step: float | None = None
     page: bool = True
+    or_file: bool = False
 
     def check(self, name: str, value: Any) -> None:
         """Raise ``ValueError`` with a clear sentence if ``value`` is not allowed for option ``name``."""
         if self.choices:
-            if value not in self.choices:
+            if value not in self.choices and not (
+                self.or_file and isinstance(value, str) and Path(value).is_file()
+            ):
                 allowed = ", ".join(repr(c) for c in self.choices)
                 raise ValueError(f"unknown {name} {value!r}: choose one of {allowed}")
             return
@@ -181,9 +185,10 @@ class TrainConfig:
     weights: str | None = option(
         "imagenet",
         "Backbone weights",
-        "start the backbone from ImageNet weights, or from random ones",
+        "start the backbone from ImageNet weights, or untrained (the whole network then trains from scratch)",
         choices=("imagenet", None),
         page=False,
+        or_file=True,
     )
     image_size: int = option(
         224, "Image size (px)", "side of the square images the model sees", minimum=32, maximum=512, step=32

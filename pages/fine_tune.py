@@ -175,9 +175,19 @@ def compare_with_reference(run: RunInfo, paths: Paths) -> None:
     reference = describe_model(paths.default_model_dir if in_use else session_model_dir())
     new = run.metrics("validation") or {}
     theirs = (read_artifact(reference.path, "metrics_validation.json") if reference else None) or {}
+    their_classes = read_artifact(reference.path, "class_names.json") if reference else None
+    if their_classes is not None and list(their_classes) != list(run.class_names()):
+        theirs = {}  # a model of other classes: its accuracy says nothing about this one
     columns = st.columns(4)
     metric_pair(columns[0], "Validation accuracy", new.get("accuracy"), theirs.get("accuracy"), True, name)
     metric_pair(columns[1], "Validation macro-F1", new.get("macro_f1"), theirs.get("macro_f1"), False, name)
+    if their_classes is not None and not theirs:
+        st.caption(
+            f"Not compared with **{reference.label}**: it sorts photos into {len(their_classes)} classes "
+            f"({', '.join(their_classes)}), this run into {len(run.class_names())} "
+            f"({', '.join(run.class_names())}); accuracies over different classes cannot be compared."
+        )
+        return
     if reference is None or not theirs:
         st.caption(f"There is no {name.lower()} with validation metrics to compare with.")
         return
@@ -190,6 +200,23 @@ def compare_with_reference(run: RunInfo, paths: Paths) -> None:
             f"Compared with **{reference.label}**, which was validated on other data: "
             "the numbers are not directly comparable."
         )
+
+
+def show_held_out(run: RunInfo) -> None:
+    """How much the validation figure can be trusted, and the dataset's own test part, when it has one."""
+    validation, test = run.metrics("validation") or {}, run.metrics("test")
+    n_val = int(validation.get("n_images") or 0)
+    if n_val:
+        st.caption(
+            f"Validation holds {n_val} photos: one photo more or less right moves its accuracy by {1 / n_val:.1%}."
+        )
+    if not test:
+        st.caption("The dataset has no test part, so this run is measured on validation only.")
+        return
+    columns = st.columns(4)
+    columns[0].metric("Test accuracy", f"{test['accuracy']:.1%}")
+    columns[1].metric("Test macro-F1", f"{test['macro_f1']:.3f}")
+    st.caption(f"On the dataset's test part ({test['n_images']} photos), which no training choice looked at.")
 
 
 def fingerprint(model_dir: Path) -> str | None:
@@ -216,6 +243,11 @@ def show_result(job: Job, status: JobStatus, paths: Paths) -> None:
         icon=":material/check_circle:",
     )
     compare_with_reference(run, paths)
+    show_held_out(run)
+    report = job.dataset_report()
+    if report is not None:
+        with st.expander("The dataset this run trained on"):
+            show_report(report)
     st.plotly_chart(plots.training_curves(run.history()), config=CHART_CONFIG, key="result-curves")
     in_use = session_model_dir() == str(run.path)
     use_col, download_col = st.columns(2)

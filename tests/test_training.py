@@ -20,8 +20,23 @@ from clothclf.serving.classifier import load_classifier
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> str:
+    """A 32 px MobileNetV2's weights in a file, standing in for ImageNet's (``weights`` may be a file):
+    two-phase runs need pretrained weights, and these need no download."""
+    import keras
+
+    from clothclf.modeling.models import build_backbone
+
+    keras.utils.set_random_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "mobilenet_v2_32.weights.h5"
+    build_backbone("mobilenet_v2", 32, None).save_weights(path)
+    return str(path)
+
+
 def tiny_config(data: Path, **overrides) -> TrainConfig:
-    """conftest's tiny run with one fine-tuning epoch of the top 10 layers (two phases)."""
+    """conftest's tiny run with one fine-tuning epoch of the top 10 layers (two phases, given
+    pretrained weights)."""
     values = dict(
         head_only=False, fine_tune_epochs=1, fine_tune_layers=10, augment=AugmentConfig(rotation=0.02)
     )
@@ -47,11 +62,12 @@ def test_tiny_run_folder_is_complete(tiny_run):
     assert run.class_names() == ["blue", "green", "red"]
 
 
-def test_two_phase_training_with_progress(synthetic_dataset, tmp_path):
+def test_two_phase_training_with_progress(synthetic_dataset, tmp_path, pretrained):
     from clothclf.training.loop import train
 
     events = []
-    result = train(tiny_config(synthetic_dataset), tmp_path / "run", progress=events.append)
+    config = tiny_config(synthetic_dataset, weights=pretrained)
+    result = train(config, tmp_path / "run", progress=events.append)
     phases = [row["phase"] for row in load_run(result.run_dir).history()]
     assert phases == ["head", "head", "fine_tune"]
     assert result.epochs == 3
@@ -79,7 +95,7 @@ def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path, monkeypat
     config = tiny_config(synthetic_dataset, head_only=True)
     train(config, tmp_path / "a")
     cached = sorted(cache_dir.glob("*.npz")) + sorted(cache_dir.glob("*.tflite"))
-    assert len(cached) == 3  # train and validation features, and the extractor's LiteRT model
+    assert len(cached) == 4  # train, validation and test features, and the extractor's LiteRT model
     stamps = [p.stat().st_mtime_ns for p in cached]
     train(config, tmp_path / "b")
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # reused, not recomputed
@@ -92,7 +108,24 @@ def test_custom_cnn_trains_from_scratch(synthetic_dataset, tmp_path):
     assert [row["phase"] for row in load_run(result.run_dir).history()] == ["train"]
 
 
-def test_stop_event_cancels_and_saves_nothing(synthetic_dataset, tmp_path):
+def test_a_backbone_without_pretrained_weights_trains_whole_from_scratch(synthetic_dataset, tmp_path):
+    """Not a head on frozen random features: one phase in which every layer learns, batch-norm included."""
+    import keras
+
+    from clothclf.modeling.models import build_backbone, load_model
+    from clothclf.training.loop import train
+
+    result = train(tiny_config(synthetic_dataset, weights=None, epochs=1), tmp_path / "scratch")
+    assert [row["phase"] for row in load_run(result.run_dir).history()] == ["train"]
+    trained = load_model(str(result.run_dir / "model.keras")).get_layer("feature_extractor")
+    base = next(layer for layer in trained.layers if isinstance(layer, keras.Model))
+    keras.utils.set_random_seed(42)  # the run's seed: the same initial weights
+    initial = build_backbone("mobilenet_v2", 32, None)
+    changed = [not np.allclose(a, b) for a, b in zip(base.get_weights(), initial.get_weights(), strict=True)]
+    assert changed[0] and sum(changed) > len(changed) * 0.9, "the backbone's own weights must have trained"
+
+
+def test_stop_event_cancels_and_saves_nothing(synthetic_dataset, tmp_path, pretrained):
     from clothclf.training.loop import TrainingCancelled, train
 
     stop = threading.Event()
@@ -102,7 +135,8 @@ def test_stop_event_cancels_and_saves_nothing(synthetic_dataset, tmp_path):
             stop.set()
 
     with pytest.raises(TrainingCancelled):
-        train(tiny_config(synthetic_dataset), tmp_path / "runs" / "x", progress=hook, stop=stop)
+        config = tiny_config(synthetic_dataset, weights=pretrained)
+        train(config, tmp_path / "runs" / "x", progress=hook, stop=stop)
     assert not (tmp_path / "runs" / "x").exists()
     assert list((tmp_path / "runs").iterdir()) == []  # no partial folder left either
     assert list_runs(tmp_path / "runs") == []
@@ -115,7 +149,7 @@ def test_invalid_config_is_a_value_error(synthetic_dataset):
         train(tiny_config(synthetic_dataset, image_size=8))
 
 
-def test_mirrored_strategy_on_two_logical_cpus(synthetic_dataset, tmp_path):
+def test_mirrored_strategy_on_two_logical_cpus(synthetic_dataset, tmp_path, pretrained):
     """MirroredStrategy over two logical CPU devices trains and saves a usable run (in a fresh process)."""
     script = f"""
 import tensorflow as tf
@@ -125,7 +159,7 @@ from clothclf.config import TrainConfig
 from clothclf.training.distributed import make_strategy
 from clothclf.training.loop import train
 assert make_strategy("mirrored").num_replicas_in_sync == 2
-r = train(TrainConfig(data_dir={str(synthetic_dataset)!r}, weights=None, image_size=32, batch_size=8,
+r = train(TrainConfig(data_dir={str(synthetic_dataset)!r}, weights={pretrained!r}, image_size=32, batch_size=8,
           epochs=1, fine_tune_epochs=1, fine_tune_layers=5, strategy="mirrored"), {str(tmp_path / "m")!r})
 print("EPOCHS", r.epochs)
 """

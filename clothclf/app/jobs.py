@@ -334,9 +334,7 @@ def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -
     return job
 
 
-def _launch(
-    config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float, report: DatasetReport
-) -> Job:
+def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float, report: DatasetReport) -> Job:
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     job = Job(jobs_dir / job_id)
     job.folder.mkdir()

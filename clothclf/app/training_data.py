@@ -19,8 +19,7 @@ from typing import IO
 
 from clothclf.config import Limits, Paths, TrainConfig
 from clothclf.data.archives import DEFAULT_LIMITS, MB, safe_extract_zip
-from clothclf.data.datasets import create_dataset
-from clothclf.data.report import DatasetReport, dataset_report
+from clothclf.data.report import DatasetReport, training_report
 from clothclf.errors import DatasetError
 
 #: Extracted dataset zips live here, under the runs folder (never in a dataset folder), one per content.
@@ -115,8 +114,7 @@ def check_training_data(config: TrainConfig, paths: Paths) -> DatasetReport:
     train raises :class:`DatasetError` (refused by the reader) or comes back with ``problems``; either
     way an uploaded one is deleted."""
     try:
-        dataset = create_dataset(config.data_dir, config.seed, config.val_fraction, config.test_fraction)
-        report = dataset_report(dataset, paths.cache_dir)
+        report = training_report(config, paths.cache_dir)
     except DatasetError:
         discard_upload(config.data_dir, paths)
         raise

@@ -17,7 +17,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from clothclf.data.datasets import LAYOUTS, MIN_PHOTOS_PER_CLASS, SPLITS, Dataset, dataset_fingerprint
+from clothclf.config import TrainConfig
+from clothclf.data.datasets import (
+    LAYOUTS,
+    MIN_PHOTOS_PER_CLASS,
+    SPLITS,
+    Dataset,
+    create_dataset,
+    dataset_fingerprint,
+)
 from clothclf.data.images import load_image
 from clothclf.data.layout import Skipped
 from clothclf.errors import DatasetError
@@ -222,6 +230,13 @@ def dataset_report(dataset: Dataset, cache_dir: Path | None = None) -> DatasetRe
     except OSError:
         pass  # a cache that cannot be written only costs time
     return report
+
+
+def training_report(config: TrainConfig, cache_dir: Path | None = None) -> DatasetReport:
+    """The report of the dataset ``config`` trains on (split as training will split it);
+    :class:`DatasetError` if the reader refuses it. ``raise_if_refused`` refuses the rest."""
+    dataset = create_dataset(config.data_dir, config.seed, config.val_fraction, config.test_fraction)
+    return dataset_report(dataset, cache_dir)
 
 
 def format_report(report: DatasetReport) -> str:

@@ -69,7 +69,8 @@ def build_feature_extractor(
     preprocess = _preprocessing_layer(spec.preprocessing)
     x = preprocess(inputs) if preprocess is not None else inputs
     # Pretrained bases run in inference mode: their batch-norm statistics stay fixed when unfrozen.
-    x = base(x, training=False) if spec.pretrained else base(x)
+    # An untrained base (no weights) learns from scratch, batch-norm statistics included.
+    x = base(x, training=False) if spec.pretrained and weights is not None else base(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     return keras.Model(inputs, x, name="feature_extractor")
 

@@ -35,11 +35,12 @@ from clothclf.data.datasets import (
 )
 from clothclf.data.features import Features, cached_features, extractor_tflite
 from clothclf.data.pipeline import build_augmenter, make_dataset
+from clothclf.data.report import dataset_report
 from clothclf.errors import RunError
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
 from clothclf.modeling.models import build_model, get_backbone_spec, load_model, unfreeze_top_layers
-from clothclf.runs import PARTIAL_PREFIX, atomic_run_dir, new_run_name, write_run
+from clothclf.runs import PARTIAL_PREFIX, atomic_run_dir, new_run_name, write_evaluation, write_run
 from clothclf.serving.export import export_head, export_trust_model
 from clothclf.serving.runtime import DenseHead
 from clothclf.training.calibration import apply_temperature, fit_temperature
@@ -220,7 +221,9 @@ def _versions() -> dict[str, str]:
 
 
 def _plan(config: TrainConfig) -> tuple[tuple[str, int], ...]:
-    if not get_backbone_spec(config.backbone).pretrained:
+    """The phases and their epochs. Without pretrained weights the whole network trains from scratch
+    (a head on random features learns next to nothing), unless a head-only run is asked for."""
+    if not get_backbone_spec(config.backbone).pretrained or (config.weights is None and not config.head_only):
         return (("train", config.epochs),)
     if config.init_from:
         return (("fine_tune", config.fine_tune_epochs),)
@@ -250,6 +253,7 @@ def train(
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
     dataset = create_dataset(config.data_dir, config.seed, config.val_fraction, config.test_fraction)
+    dataset_report(dataset, paths.cache_dir).raise_if_refused()
     fingerprint = dataset_fingerprint(dataset)
     out_dir = Path(out_dir) if out_dir else paths.runs_dir / new_run_name(config.backbone)
     shared = (config, paths, dataset, fingerprint)
@@ -272,13 +276,15 @@ def train(
 def _train_and_save(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple[dict, str]:
     """The steps of :func:`train` inside its run folder; returns the saved validation metrics and the
     digest of the saved weights."""
-    model, features, extractor_file = fit_phases(run, strategy)
+    model, _, extractor_file = fit_phases(run, strategy)
     run.announce("evaluating")
     if run.config.strategy == "multi-worker":
         model = local_copy(model)  # the other workers are gone: predict and save without collectives
-    files, labels, probs = score(run, model, features)
-    metrics = save(run, model, files, labels, probs, features_model=extractor_file if run.head_only else None)
-    fit_trust_scores(run, labels, apply_temperature(probs, metrics["temperature"]), extractor_file)
+    validation = score(run, model, "validation", extractor_file)
+    test = score(run, model, "test", extractor_file) if len(run.dataset.test) else None
+    metrics = save(run, model, validation, test, features_model=extractor_file if run.head_only else None)
+    calibrated = apply_temperature(validation.probs, metrics["temperature"])
+    fit_trust_scores(run, validation.labels, calibrated, extractor_file)
     return metrics, weights_digest(model)
 
 
@@ -445,29 +451,40 @@ def _fit(
         run.stop.set()
 
 
-def score(
-    run: TrainingRun, model: keras.Model, features: Features | None
-) -> tuple[tuple[Path, ...], np.ndarray, np.ndarray]:
-    """Step 4: (files, labels, probabilities) of the validation split.
+@dataclass(frozen=True)
+class Scores:
+    """A model's probabilities for the readable photos of one split."""
 
-    A head-only run without TTA scores its cached validation features: the same probabilities, much faster.
+    files: tuple[Path, ...]
+    labels: np.ndarray
+    probs: np.ndarray
+
+
+def score(run: TrainingRun, model: keras.Model, split: str, extractor_file: Path | None) -> Scores:
+    """Step 4: the model's probabilities for ``split`` (validation; and the dataset's test part).
+
+    A head-only run without TTA scores the split's cached features: the same probabilities, much faster.
     """
-    if run.head_only and not run.config.tta and features is not None:
-        files = tuple(run.dataset.root / f for f in features.files)
-        return files, features.labels, model.get_layer("head").predict(features.features, verbose=0)
-    val = run.images("validation")
-    return tuple(val.files), val.labels, predict_arrays(model, val.images, run.config.tta)
+    if run.head_only and not run.config.tta and extractor_file is not None:
+        cache = {"cache_dir": run.paths.cache_dir, "fingerprint": run.fingerprint}
+        found = cached_features(extractor_file, run.dataset, split, **cache)
+        files = tuple(run.dataset.root / f for f in found.files)
+        return Scores(files, found.labels, model.get_layer("head").predict(found.features, verbose=0))
+    images = run.images(split)
+    return Scores(tuple(images.files), images.labels, predict_arrays(model, images.images, run.config.tta))
 
 
 def save(
     run: TrainingRun,
     model: keras.Model,
-    files: tuple[Path, ...],
-    labels: np.ndarray,
-    probs: np.ndarray,
+    validation: Scores,
+    test: Scores | None = None,
     features_model: Path | None = None,
 ) -> dict:
     """Step 5: write the run folder, given the model's validation probabilities; return their metrics.
+
+    ``test``, the scores of the dataset's own test part, is saved as that split's metrics and predictions
+    (with the same temperature): reported, never used for a choice.
 
     A temperature is fitted on those probabilities (:mod:`clothclf.training.calibration`), recorded in
     ``run.json`` and applied to the saved validation predictions, as serving applies it.
@@ -476,11 +493,10 @@ def save(
     given: a head-only run ships its frozen extractor's cached LiteRT model as ``features.tflite`` and
     its head as ``head.npz`` (see :class:`clothclf.serving.runtime.DenseHead`), and converts nothing.
     """
-    class_names = run.dataset.class_names
-    temperature = fit_temperature(probs, labels)
-    probs = apply_temperature(probs, temperature)
-    metrics = {**compute_metrics(labels, probs, class_names), "temperature": temperature}
-    rows = prediction_rows(files, labels, probs, class_names, root=run.dataset.root)
+    temperature = fit_temperature(validation.probs, validation.labels)
+    metrics, rows = _evaluation(run, validation, temperature)
+    if test is not None and len(test.labels):
+        write_evaluation(run.work, "test", *_evaluation(run, test, temperature))
     model.save(run.work / "model.keras")
     if features_model is None:
         export_trust_model(model, run.work / "model.tflite")
@@ -490,13 +506,13 @@ def save(
     seconds = round(time.monotonic() - run.started, 1)
     write_run(
         run.work,
-        class_names=class_names,
+        class_names=run.dataset.class_names,
         history=run.history,
         metrics=metrics,
         predictions=rows,
         config=_config_record(run, seconds),
         summary=_summary(run, metrics, seconds),
-        split_record=run.dataset.split_record() if run.dataset.layout == "folder" else None,
+        split_record=run.dataset.split_record() if run.dataset.layout != "splits" else None,
     )
     return metrics
 
@@ -517,6 +533,14 @@ def fit_trust_scores(
         train, val = (features_of(model_file, run.images(s).images) for s in ("train", "validation"))
     logits = DenseHead(run.work / "head.npz").logits
     write_trust(run.work, logits, train, val, probs, labels, run.config.accept_accuracy)
+
+
+def _evaluation(run: TrainingRun, scores: Scores, temperature: float) -> tuple[dict, list[dict]]:
+    """Metrics and prediction rows of ``scores`` with ``temperature`` applied, as serving applies it."""
+    class_names = run.dataset.class_names
+    probs = apply_temperature(scores.probs, temperature)
+    metrics = {**compute_metrics(scores.labels, probs, class_names), "temperature": temperature}
+    return metrics, prediction_rows(scores.files, scores.labels, probs, class_names, root=run.dataset.root)
 
 
 def _best_val_accuracy(history: list[dict]) -> float:
