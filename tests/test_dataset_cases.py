@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import unicodedata
 import zipfile
@@ -22,7 +23,7 @@ import pytest
 from conftest import make_image
 from test_app_finetune import fine_tune_page
 
-from clothclf.app.training_data import uploads_dir
+from clothclf.app.training_data import extract_uploaded_dataset, prune_uploads, uploads_dir
 from clothclf.cli import main as cli
 from clothclf.config import Paths
 from clothclf.data.archives import safe_extract_zip
@@ -305,3 +306,31 @@ def test_a_checked_zip_is_extracted_once_and_reused_by_start(page, synthetic_dat
     marker.write_text("extracted once")
     at.button(key="ft_check").click().run()
     assert marker.is_file() and list(uploads_dir(Paths.from_env()).iterdir()) == [folder]
+
+
+def test_unused_uploads_are_kept_up_to_the_cap_least_recently_used_first(tmp_path):
+    paths = Paths.from_env()
+    folders = []
+    for i, case in enumerate(CASES[:3]):
+        folder = extract_uploaded_dataset(io.BytesIO(case.zip), paths)
+        os.utime(folder, (1000 + i, 1000 + i))  # extracted in this order, none used since
+        folders.append(folder)
+    assert extract_uploaded_dataset(io.BytesIO(CASES[0].zip), paths) == folders[0]  # same content: reused
+    sizes = [sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) for folder in folders]
+    deleted = prune_uploads(paths, keep_bytes=sizes[0] + sizes[1], in_use=folders[1] / "Train")
+    assert deleted == [folders[2]], "the least recently used goes first, never the one a run uses"
+    assert prune_uploads(paths, keep_bytes=0) == [folders[1], folders[0]]
+    assert not any(uploads_dir(paths).iterdir())
+
+
+def test_clothclf_data_check_prints_a_readable_report(tmp_path, capsys):
+    case = next(c for c in CASES if c.finder)
+    archive = tmp_path / "boutique.zip"
+    archive.write_bytes(case.zip)
+    assert cli(["data", "check", str(archive)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith("(one folder of class folders, split by clothclf)")
+    assert lines[1].split() == ["class", "train", "validation", "test"]
+    assert lines[2].split() == ["chemisé", "5", "2", "1"] and lines[4].split() == ["total", "10", "4", "2"]
+    assert "  __MACOSX/: macOS metadata folder" in lines
+    assert any(line.startswith("tiny photos (under 64 px on a side): 16") for line in lines)

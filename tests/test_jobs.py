@@ -124,8 +124,15 @@ def test_bad_configs_and_datasets_are_refused_before_anything_starts(synthetic_d
     assert current_job(paths) is None
 
 
+def uploaded(dataset: Path, paths: Paths) -> Path:
+    """``dataset`` zipped and uploaded as a visitor would: extracted under the runs folder."""
+    files = {f"photos/{p.relative_to(dataset).as_posix()}": p.read_bytes() for p in dataset.rglob("*.png")}
+    return extract_uploaded_dataset(zipped(files), paths)
+
+
 def test_one_job_at_a_time_and_cancel_saves_nothing(synthetic_dataset, paths):
-    job = start_job(long_config(synthetic_dataset), paths)
+    upload = uploaded(synthetic_dataset, paths)
+    job = start_job(long_config(upload), paths)
     with pytest.raises(ClothclfError, match="already in progress"):
         start_job(tiny_config(synthetic_dataset), paths)
     watcher = current_job(paths)  # what another visitor's session sees
@@ -139,6 +146,10 @@ def test_one_job_at_a_time_and_cancel_saves_nothing(synthetic_dataset, paths):
     assert list_runs(paths.runs_dir) == []
     assert visible_folders(paths.runs_dir) == []
     assert not list(paths.runs_dir.glob(f"{PARTIAL_PREFIX}*"))
+    deadline = time.monotonic() + 30  # the parent deletes the upload once the child has exited
+    while upload.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not upload.exists() and not list(uploads_dir(paths).iterdir()), "a run's upload goes when it ends"
 
 
 def test_a_killed_child_reads_as_failed_and_leaves_earlier_models_intact(synthetic_dataset, paths):

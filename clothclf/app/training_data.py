@@ -51,11 +51,21 @@ def extract_uploaded_dataset(source: IO[bytes], paths: Paths, limits: Limits = D
     if folder.is_dir():
         os.utime(folder)  # most recently used: pruned last
         return folder
-    prune_uploads(paths, limits.max_kept_uploads_mb * MB)
+    prune_uploads(paths, limits.max_kept_uploads_mb * MB, in_use=_training_on(paths))
     try:
         return safe_extract_zip(source, folder, limits)
     except OSError as exc:
         raise DatasetError(f"cannot extract the upload ({exc.strerror})") from exc
+
+
+def _training_on(paths: Paths) -> Path | None:
+    """The dataset folder of the job training now, if any (its upload must stay)."""
+    from clothclf.app.jobs import current_job  # imported here: jobs imports this module
+
+    job = current_job(paths)
+    if job is None or not job.status().active:
+        return None
+    return Path(job.request()["config"]["data_dir"])
 
 
 def upload_folder(data_dir: str | Path, paths: Paths) -> Path | None:
