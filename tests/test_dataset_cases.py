@@ -23,6 +23,7 @@ import pytest
 from conftest import make_image
 from test_app_finetune import fine_tune_page
 
+from clothclf.app.jobs import JOBS_DIR, JobStatus
 from clothclf.app.training_data import extract_uploaded_dataset, prune_uploads, uploads_dir
 from clothclf.cli import main as cli
 from clothclf.config import Paths
@@ -30,6 +31,7 @@ from clothclf.data.archives import safe_extract_zip
 from clothclf.data.datasets import create_dataset
 from clothclf.data.report import DatasetReport, build_report
 from clothclf.errors import DatasetError
+from clothclf.runs import write_json
 
 CORRUPT = b"\xff\xd8\xff\xe0 this photo was cut off while copying"
 
@@ -334,3 +336,37 @@ def test_clothclf_data_check_prints_a_readable_report(tmp_path, capsys):
     assert lines[2].split() == ["chemisé", "5", "2", "1"] and lines[4].split() == ["total", "10", "4", "2"]
     assert "  __MACOSX/: macOS metadata folder" in lines
     assert any(line.startswith("tiny photos (under 64 px on a side): 16") for line in lines)
+
+
+def finished_job(paths: Paths, classes: list[str], test: dict | None) -> Path:
+    """A finished job and its run on disk, as the worker leaves them (placeholder model bytes)."""
+    run = paths.runs_dir / "20300101-000000-shop"
+    run.mkdir(parents=True)
+    (run / "model.tflite").write_bytes(b"placeholder")
+    write_json(run / "class_names.json", classes)
+    write_json(run / "metrics_validation.json", {"accuracy": 0.75, "macro_f1": 0.7, "n_images": 40})
+    if test:
+        write_json(run / "metrics_test.json", test)
+    write_json(run / "run.json", {"name": run.name, "status": "complete", "image_size": 32})
+    job = paths.runs_dir / JOBS_DIR / "20300101-000000-abc123"
+    job.mkdir(parents=True)
+    write_json(job / "request.json", {"config": {"data_dir": "x"}, "run_dir": str(run), "started": ""})
+    status = JobStatus(job.name, "finished", phase="done", fraction=1.0, run_dir=str(run))
+    write_json(job / "status.json", status.to_dict())
+    (paths.runs_dir / JOBS_DIR / "current").write_text(job.name)
+    return run
+
+
+def test_a_run_of_other_classes_is_not_compared_and_its_test_part_is_shown(page):
+    # The current model (conftest's stand-in) sorts blue, green, red; this run four garment classes.
+    test = {"accuracy": 0.625, "macro_f1": 0.6, "n_images": 16}
+    finished_job(Paths.from_env(), ["chinos", "jeans", "shorts", "skirt"], test)
+    at = page.run()
+    assert not at.exception
+    shown = {m.label: m for m in at.metric}
+    assert shown["Validation accuracy"].value == "75.0%" and not shown["Validation accuracy"].delta
+    assert "Current model: accuracy" not in shown
+    captions = "\n".join(c.value for c in at.caption)
+    assert "Not compared with **shipped**: it sorts photos into 3 classes (blue, green, red)" in captions
+    assert "one photo more or less right moves its accuracy by 2.5%" in captions
+    assert shown["Test accuracy"].value == "62.5%" and "test part (16 photos)" in captions
