@@ -146,7 +146,7 @@ def test_one_job_at_a_time_and_cancel_saves_nothing(synthetic_dataset, paths):
     assert list_runs(paths.runs_dir) == []
     assert visible_folders(paths.runs_dir) == []
     assert not list(paths.runs_dir.glob(f"{PARTIAL_PREFIX}*"))
-    deadline = time.monotonic() + 30  # the parent deletes the upload once the child has exited
+    deadline = time.monotonic() + TIMEOUT  # the parent deletes the upload once the child has exited
     while upload.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not upload.exists() and not list(uploads_dir(paths).iterdir()), "a run's upload goes when it ends"
