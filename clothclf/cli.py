@@ -268,6 +268,11 @@ def _evaluation_split(data: Path, split: str, class_names: tuple[str, ...]):
     return scan_class_folder(folder, class_names)[1], folder.parent, name
 
 
+def _is_default_dataset(data: Path, paths: Paths) -> bool:
+    """Whether ``data`` is this machine's default dataset (recorded as None: no machine's path is saved)."""
+    return data.resolve() == paths.default_dataset_dir.resolve()
+
+
 def _print_metrics(metrics: dict) -> None:
     print(
         f"{metrics['n_images']} images  accuracy {metrics['accuracy']:.4f}  "
@@ -294,7 +299,7 @@ def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
     metrics.update(
         {
             "split": name,
-            "data": str(args.data),
+            "data": None if _is_default_dataset(args.data, paths) else str(args.data),
             "backend": classifier.backend,
             "tta": classifier.tta,
             "temperature": classifier.temperature,

@@ -121,6 +121,9 @@ def test_dataset_root_prefers_the_recorded_root_then_the_default(tiny_run, tmp_p
     (tmp_path / "data" / "train").mkdir(parents=True)
     assert dataset_root_for(load_run(moved)) == tmp_path / "data"
     assert dataset_root_for(None) == tmp_path / "data"
+    config["dataset"]["root"] = None  # a shipped run records no folder: the default dataset is its own
+    write_json(moved / "config.json", config)
+    assert dataset_root_for(load_run(moved)) == tmp_path / "data"
 
 
 def test_image_path_stays_inside_the_root(tmp_path):

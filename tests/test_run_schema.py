@@ -109,5 +109,5 @@ def test_a_run_saved_before_digests_were_recorded_still_loads(run_copy):
 def test_the_shipped_model_records_the_digests_of_its_model_files():
     shipped = PROJECT_ROOT / "models" / "default"
     digests = read_json(shipped / "run.json")["sha256"]
-    assert set(digests) == {"model.tflite", "model.keras"}
+    assert set(digests) == {"model.tflite", "head.npz", "model.keras"}  # head.npz: the trust outputs
     verify_model_files(shipped, list(digests))

@@ -42,3 +42,14 @@ def test_shipped_model_accuracy_on_the_real_test_split(shared_dataset):
     saved = json.loads((MODEL_DIR / "metrics_test.json").read_text())
     assert metrics["accuracy"] == pytest.approx(saved["accuracy"], abs=1e-9)
     assert metrics["confusion_matrix"] == saved["confusion_matrix"]
+
+
+def test_shipped_files_record_no_path_of_the_machine_that_made_them():
+    texts = {
+        p.name: p.read_text() for p in MODEL_DIR.parent.rglob("*") if p.suffix in {".json", ".csv", ".md"}
+    }
+    assert texts, "no text files under models/"
+    for name, text in texts.items():
+        assert "/work/" not in text and "/home/" not in text and "C:\\" not in text, name
+    config = json.loads((MODEL_DIR / "config.json").read_text())
+    assert config["train"]["data_dir"] == "" and config["dataset"]["root"] is None

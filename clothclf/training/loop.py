@@ -548,12 +548,17 @@ def _best_val_accuracy(history: list[dict]) -> float:
 
 
 def _config_record(run: TrainingRun, seconds: float) -> dict:
-    """What ``config.json`` records: every hyperparameter, the dataset, the seed, the library versions."""
+    """What ``config.json`` records: every hyperparameter, the dataset, the seed, the library versions.
+
+    A run on the default dataset records no folder (``data_dir`` empty, ``root`` None): wherever the run
+    is opened, that machine's default dataset (``CLOTHCLF_DATA_DIR``) is where its images are.
+    """
     dataset = run.dataset
+    on_default = Path(dataset.root).resolve() == run.paths.default_dataset_dir.resolve()
     return {
-        "train": run.config.to_dict(),
+        "train": {**run.config.to_dict(), **({"data_dir": ""} if on_default else {})},
         "dataset": {
-            "root": str(dataset.root),
+            "root": None if on_default else str(dataset.root),
             "layout": dataset.layout,
             "fingerprint": run.fingerprint,
             "class_names": list(dataset.class_names),
