@@ -84,7 +84,8 @@ def test_models_table_reports_saved_metrics_only(tiny_run):
     saved = read_json(tiny_run / "metrics_validation.json")
     assert row["val accuracy"] == pytest.approx(100 * saved["accuracy"])  # percent, like every accuracy
     assert row["val macro-F1"] == pytest.approx(saved["macro_f1"])
-    assert row["test accuracy"] is None
+    tested = read_json(tiny_run / "metrics_test.json")  # training evaluates the test part too
+    assert row["test accuracy"] == pytest.approx(100 * tested["accuracy"])
     assert row["backbone"] == "mobilenet_v2" and row["image size"] == 32
     assert row["classes"] == 3
     created = read_json(tiny_run / "run.json")["created"]
@@ -103,7 +104,7 @@ def test_only_models_of_the_same_classes_are_compared_class_by_class(tiny_run, t
 
 
 def test_evaluated_splits(tiny_run):
-    assert evaluated_splits(load_run(tiny_run)) == ["validation"]
+    assert evaluated_splits(load_run(tiny_run)) == ["validation", "test"]
 
 
 def test_dataset_root_prefers_the_recorded_root_then_the_default(tiny_run, tmp_path, monkeypatch):
