@@ -223,10 +223,10 @@ def _versions() -> dict[str, str]:
 def _plan(config: TrainConfig) -> tuple[tuple[str, int], ...]:
     """The phases and their epochs. Without pretrained weights the whole network trains from scratch
     (a head on random features learns next to nothing), unless a head-only run is asked for."""
-    if not get_backbone_spec(config.backbone).pretrained or (config.weights is None and not config.head_only):
-        return (("train", config.epochs),)
     if config.init_from:
         return (("fine_tune", config.fine_tune_epochs),)
+    if not get_backbone_spec(config.backbone).pretrained or (config.weights is None and not config.head_only):
+        return (("train", config.epochs),)
     plan = [("head", config.epochs)]
     if not config.head_only and config.fine_tune_layers > 0:
         plan.append(("fine_tune", config.fine_tune_epochs))
