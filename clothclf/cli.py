@@ -7,6 +7,7 @@ model without a LiteRT file). Errors a user can cause print one line on stderr, 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import logging
 import re
@@ -226,6 +227,7 @@ def checked_train_config(args: argparse.Namespace, paths: Paths) -> TrainConfig:
 def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.data.report import training_report
 
+    require_modules("tensorflow", "keras")  # a missing [train] extra is named before the dataset is read
     config = checked_train_config(args, paths)
     training_report(config, paths.cache_dir).raise_if_refused()  # before TensorFlow is imported
     from clothclf.training.loop import train
@@ -457,6 +459,13 @@ EXTRA_OF_MODULE = {
     "scipy": "train",
     "ray": "ray",
 }
+
+
+def require_modules(*names: str) -> None:
+    """Raise ``ModuleNotFoundError`` for the first of ``names`` that is not installed (without importing it)."""
+    for name in names:
+        if importlib.util.find_spec(name) is None:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 
 def main(argv: list[str] | None = None) -> int:

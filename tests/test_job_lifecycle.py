@@ -20,9 +20,9 @@ from conftest import tiny_config
 from streamlit.testing.v1 import AppTest
 
 from clothclf.app.jobs import KILL_GRACE_SECONDS, Job, JobStatus, ProcessId, current_job
+from clothclf.app.training_data import check_training_data
 from clothclf.app.worker import run_job
 from clothclf.config import Paths
-from clothclf.data.datasets import create_dataset
 from clothclf.runs import write_json
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
@@ -127,9 +127,9 @@ def test_a_refused_start_shows_the_run_in_progress_not_the_previous_failure(
             (other.folder / name).write_bytes((failed.folder / name).read_bytes())
         write_json(other.folder / "status.json", JobStatus(other.id, "running", phase="head").to_dict())
         (other.folder.parent / "current").write_text(other.id)
-        return create_dataset(*args, **kwargs)
+        return check_training_data(*args, **kwargs)
 
-    monkeypatch.setattr("clothclf.app.jobs.create_dataset", another_session_starts_first)
+    monkeypatch.setattr("clothclf.app.jobs.check_training_data", another_session_starts_first)
     at.button(key="ft_start").click().run()
     assert not at.exception
     errors = [e.value for e in at.error]
