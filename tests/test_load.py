@@ -44,7 +44,7 @@ def test_concurrent_sessions_each_get_their_own_right_answer(server, model):
         pytest.skip(f"no Chromium at {load_test.CHROMIUM}")
     photos = [(f"session-{i:02d}.png", load_test.photo(i)) for i in range(SESSIONS)]
     expected = load_test.expected_answers(model, photos)
-    assert len({answer.label for answer in expected}) == 3, "the photos should not all get one answer"
+    assert len(set(expected)) >= 2, "the photos should not all get one answer (status, label, confidence)"
     shown = load_test.concurrent_browser_sessions(server.url, photos)
     print(
         f"\n{SESSIONS} concurrent sessions: {sum(s == e for s, e in zip(shown, expected))} right answers; "
