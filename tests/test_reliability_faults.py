@@ -156,7 +156,9 @@ def test_a_job_killed_mid_training_loses_nothing_and_never_shows_as_a_model(
     monkeypatch.setattr(jobs, "current_job", job_appears_after_the_page_looked)
     racing.button(key="ft_start").click().run()
     monkeypatch.setattr(jobs, "current_job", real_current_job)
-    assert len(looks) == 2, "the page looked once, then start_job looked under its lock"
+    assert len(looks) == 3, (
+        "the page looked once, start_job looked under its lock, then the page read the job it was refused for"
+    )
     assert not racing.exception
     assert "a training run is already in progress" in texts(racing.error)
     assert current_job(paths) == job
