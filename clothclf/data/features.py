@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from clothclf.data.datasets import Dataset, map_split
+from clothclf.data.datasets import Dataset, Split, SplitOutputs, map_split
 from clothclf.modeling.models import with_feature_map
 from clothclf.serving.export import export_tflite
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
@@ -74,13 +74,17 @@ def release_freed_memory() -> None:
 def compute_features(model_file: Path, dataset: Dataset, split: str) -> Features:
     """Run the LiteRT feature extractor over a split, decoded a chunk at a time (unreadable files
     skipped with one warning): memory holds the features (5 KB an image), never the split's pixels."""
-    runner = LiteRTRunner(model_file, num_threads=available_cpus(), pool_size=1)
-    computed = map_split(
-        dataset.split(split), runner.input_size, lambda images: runner(images.astype(np.float32))
-    )
-    features = computed.outputs if computed.files else np.zeros((0, runner.num_outputs), np.float32)
+    computed, width = _run_extractor(model_file, dataset.split(split))
+    release_freed_memory()  # the interpreter's packed weights and the decoders' buffers
+    features = computed.outputs if computed.files else np.zeros((0, width), np.float32)
     files = tuple(str(p.relative_to(dataset.root)) for p in computed.files)
     return Features(features, computed.labels, files)
+
+
+def _run_extractor(model_file: Path, split: Split) -> tuple[SplitOutputs, int]:
+    runner = LiteRTRunner(model_file, num_threads=available_cpus(), pool_size=1)
+    computed = map_split(split, runner.input_size, lambda images: runner(images.astype(np.float32)))
+    return computed, runner.num_outputs
 
 
 def cached_features(

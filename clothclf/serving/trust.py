@@ -21,6 +21,7 @@ correct; else ``accept``. Runs saved before this have no bank: status from confi
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ CONFIDENCE_ONLY_REVIEW = 0.5
 NEIGHBOUR = 10  # k: the k-th nearest training photo
 BANK_DIMS = 256
 CLASS_DIMS = 64
+#: Training photos added to the Gram matrix at a time when the bank is built.
+GRAM_CHUNK = 1024
 #: How far beyond its validation quantile the distance must be to outweigh everything else.
 DISTANCE_WEIGHT = 10.0
 
@@ -57,6 +60,8 @@ class Thresholds:
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to length 1, as float32 (one new array)."""
+    x = np.asarray(x, np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
@@ -87,7 +92,7 @@ class FeatureBank:
 
     def parts(self, features: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, ...]:
         """(distance, class distance, energy) of each row of pooled ``features`` and ``logits``."""
-        queries = _unit(_unit(features.astype(np.float32)) @ self.basis)
+        queries = _unit(_unit(features) @ self.basis)
         distance = _kth_distance(queries, self.photos, self.k)
         class_queries = _unit((queries - self.center) @ self.class_basis)
         return distance, _kth_distance(class_queries, self.class_photos, self.k), energy(logits)
@@ -123,16 +128,35 @@ class FeatureBank:
             raise RunError(f"{path}: not a clothclf feature bank ({exc})") from exc
 
 
+def _chunks(rows: np.ndarray) -> Iterator[np.ndarray]:
+    return (rows[start : start + GRAM_CHUNK] for start in range(0, len(rows), GRAM_CHUNK))
+
+
+def top_right_singular_vectors(
+    rows: np.ndarray, count: int, transform: Callable[[np.ndarray], np.ndarray] = np.asarray
+) -> np.ndarray:
+    """(d, count): the top right singular vectors of ``transform(rows)`` (n, d), as columns, largest first.
+
+    The eigenvectors of the (d, d) Gram matrix, summed a chunk of rows at a time (each transformed as it
+    comes): memory is O(d²) whatever the number of photos, where an SVD needs several copies of them."""
+    gram = np.zeros((rows.shape[1], rows.shape[1]), np.float64)
+    for chunk in _chunks(rows):
+        chunk = transform(chunk)
+        gram += chunk.T @ chunk
+    vectors = np.linalg.eigh(gram.astype(np.float32))[1]
+    return np.ascontiguousarray(vectors[:, ::-1][:, :count])
+
+
 def build_bank(
     train_features: np.ndarray, dims: int = BANK_DIMS, class_dims: int = CLASS_DIMS
 ) -> FeatureBank:
-    """The compact bank of the training photos' pooled features (scales still unset)."""
-    unit = _unit(train_features.astype(np.float32))
-    basis = np.linalg.svd(unit, full_matrices=False)[2][:dims].T
+    """The compact bank of the training photos' pooled features (scales still unset), built a chunk
+    of photos at a time: memory holds the features and their (n, ``dims``) projection."""
+    basis = top_right_singular_vectors(train_features, dims, _unit)
     basis = basis.astype(np.float16).astype(np.float32)  # as saved
-    photos = _unit(unit @ basis)
+    photos = np.concatenate([_unit(_unit(chunk) @ basis) for chunk in _chunks(train_features)])
     center = photos.mean(axis=0)
-    class_basis = np.linalg.svd(photos - center, full_matrices=False)[2][:class_dims].T
+    class_basis = top_right_singular_vectors(photos - center, class_dims)
     class_photos = _unit((photos - center) @ class_basis)
     saved = [a.astype(np.float16).astype(np.float32) for a in (photos, class_photos)]  # fit what serving uses
     unset = np.asarray([0, 1, 0, 1, 0, 1], np.float32)
