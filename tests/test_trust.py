@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +171,16 @@ def test_explaining_without_a_head_says_how_to_fix_it(old_run):
     classifier.trust = Trust()  # as a model.tflite saved without head.npz
     with pytest.raises(ExplanationUnavailable, match="clothclf trust"):
         classifier.explain(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_loading_a_classifier_leaves_the_cores_to_litert(tiny_run):
+    """A serving process's NumPy BLAS runs on one thread after loading (its small products would
+    otherwise wait for the cores LiteRT keeps busy); checked in a fresh process."""
+    code = (
+        "import sys; from threadpoolctl import threadpool_info; import numpy as np; np.ones((2, 2)) @ np.ones((2, 2))\n"
+        "from clothclf.serving.classifier import load_classifier\n"
+        "load_classifier(sys.argv[1])\n"
+        "print(sorted({lib['num_threads'] for lib in threadpool_info() if lib['user_api'] == 'blas'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(tiny_run)], capture_output=True, text=True)
+    assert done.stdout.strip() == "[1]", done.stderr[-2000:]

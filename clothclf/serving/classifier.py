@@ -31,6 +31,7 @@ from clothclf.serving.runtime import (
     LiteRTRunner,
     ModelOutputs,
     available_cpus,
+    leave_cores_to_litert,
 )
 from clothclf.serving.trust import CONFIDENCE_ONLY_REVIEW, FeatureBank, Thresholds, thresholds_of
 from clothclf.training.calibration import apply_temperature
@@ -359,6 +360,8 @@ def load_classifier(
     absent). For LiteRT, ``num_threads`` (default: every available CPU) is per interpreter, and up to
     ``pool_size`` interpreters serve concurrent callers; :meth:`Classifier.predict_stream` (and so
     ``predict_batch``) runs one single-threaded interpreter per CPU instead, made on its first use.
+    Loading leaves the CPUs to the model: NumPy's BLAS gets one thread in this process
+    (:func:`~clothclf.serving.runtime.leave_cores_to_litert`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(map(repr, BACKENDS))}, not {backend!r}")
@@ -373,6 +376,7 @@ def load_classifier(
     class_names = read_class_names(model_dir)
     backend, files = _model_files(model_dir, backend)
     threads = num_threads or available_cpus()
+    leave_cores_to_litert()
     runner = _load_runner(model_dir, files, threads, pool_size)
     stream_runner = None
     if threads > 1 and backend != "keras":  # predict_stream: one single-threaded interpreter per worker
