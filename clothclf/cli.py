@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from clothclf import __version__
-from clothclf.config import AugmentConfig, Paths, TrainConfig, default, options
+from clothclf.config import BACKENDS, AugmentConfig, Paths, TrainConfig, default, options
 from clothclf.console import (
     OneLineParser,
     exit_quietly_on_closed_pipe,
@@ -23,7 +23,7 @@ from clothclf.console import (
     native_logs_filtered,
     printable_output,
 )
-from clothclf.errors import ClothclfError
+from clothclf.errors import ClothclfError, RunError
 
 log = logging.getLogger("clothclf")
 
@@ -64,19 +64,8 @@ def _add_option_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
-    common = argparse.ArgumentParser(
-        add_help=False
-    )  # options every command accepts, before or after its name
-    common.add_argument(
-        "--verbose", action="store_true", default=argparse.SUPPRESS, help="show TensorFlow's own log messages"
-    )
-    parser = OneLineParser(prog="clothclf", description="Clothing-photo classifier.", parents=[common])
-    parser.set_defaults(verbose=False)
-    parser.add_argument("--version", action="version", version=f"clothclf {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def _add_data_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``clothclf data download`` and ``clothclf data check``."""
     data = commands.add_parser("data", parents=[common], help="dataset commands")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     download = data_commands.add_parser("download", parents=[common], help="download clothing-dataset-small")
@@ -89,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--seed", type=int, default=42, help="seed of the split clothclf makes (default 42)")
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
+
+def _add_train_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``clothclf train``: one flag per training option."""
     train = commands.add_parser("train", parents=[common], help="train a model (two-phase transfer learning)")
     train.add_argument("--data", type=Path, help="dataset folder (default: the downloaded default dataset)")
     train.add_argument("--config", type=Path, help="start from a run's config.json (flags override it)")
@@ -97,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, help="run folder (default: $CLOTHCLF_RUNS_DIR/<time>-<backbone>)")
     train.add_argument("--json", action="store_true", help="print one final JSON line")
 
+
+def _add_evaluate_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``clothclf evaluate``."""
     evaluate = commands.add_parser(
         "evaluate", parents=[common], help="metrics of a model on a dataset split or folder"
     )
@@ -107,16 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset root or folder of class folders (default: $CLOTHCLF_DATA_DIR's dataset)",
     )
     evaluate.add_argument("--split", default="test", help="split of a dataset root (default test)")
-    evaluate.add_argument("--no-save", action="store_true", help="do not save metrics into the model folder")
-    evaluate.add_argument("--backend", choices=["auto", "litert", "litert-int8", "keras"], default="auto")
+    evaluate.add_argument(
+        "--name",
+        help="save as evaluations/NAME in the model folder (default: the split, or the folder's name)",
+    )
+    evaluate.add_argument("--no-save", action="store_true", help="print the metrics only; save nothing")
+    evaluate.add_argument("--backend", choices=BACKENDS, default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
 
+
+def _add_predict_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``clothclf predict``: local files, lists of paths, URIs; printed or written to a file."""
     predict = commands.add_parser(
         "predict", parents=[common], help="classify photos, folders of photos or lists of paths"
     )
     _add_model_arg(predict)
     predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--backend", choices=["auto", "litert", "litert-int8", "keras"], default="auto")
+    predict.add_argument("--backend", choices=BACKENDS, default="auto")
     predict.add_argument("--json", action="store_true", help="one JSON line per file (without --out)")
     predict.add_argument(
         "--from-list", metavar="FILE", help="also the paths in FILE, one a line (- for stdin)"
@@ -134,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("files", nargs="*", metavar="PATH", help="photos or folders (searched recursively)")
 
+
+def _add_export_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``clothclf export``: the LiteRT model of a run, float or int8."""
     export = commands.add_parser(
         "export", parents=[common], help="write model.tflite for a run that lacks it"
     )
@@ -150,13 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="dataset whose training photos calibrate --int8 (default: the default dataset)",
     )
 
+
+def _add_run_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``clothclf calibrate``, ``clothclf trust`` and ``clothclf runs``: what is done to saved runs."""
     calibrate = commands.add_parser(
         "calibrate",
         parents=[common],
         help="fit a run's temperature on its validation predictions (for older runs)",
     )
     _add_model_arg(calibrate)
-
     trust = commands.add_parser(
         "trust",
         parents=[common],
@@ -167,9 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
     trust.add_argument(
         "--accept-accuracy", type=float, help="accuracy accepted answers reach on validation (default: 0.97)"
     )
-
     runs = commands.add_parser("runs", parents=[common], help="list training runs")
     runs.add_argument("--json", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    common = argparse.ArgumentParser(
+        add_help=False
+    )  # options every command accepts, before or after its name
+    common.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help="show TensorFlow's own log messages"
+    )
+    parser = OneLineParser(prog="clothclf", description="Clothing-photo classifier.", parents=[common])
+    parser.set_defaults(verbose=False)
+    parser.add_argument("--version", action="version", version=f"clothclf {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for add_command in (
+        _add_data_command,
+        _add_train_command,
+        _add_evaluate_command,
+        _add_predict_command,
+        _add_export_command,
+        _add_run_commands,
+    ):
+        add_command(commands, common)
     return parser
 
 
@@ -290,13 +319,15 @@ def _print_metrics(metrics: dict) -> None:
 
 def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.evaluation.evaluate import evaluate_classifier
-    from clothclf.runs import write_csv, write_json
+    from clothclf.runs import evaluation_folder
     from clothclf.serving.classifier import load_classifier
 
     if not args.data.is_dir():
         raise ClothclfError(f"no dataset at {args.data}: pass --data DIR or set CLOTHCLF_DATA_DIR")
     classifier = load_classifier(args.model, backend=args.backend)
     split, root, name = _evaluation_split(args.data, args.split, classifier.class_names)
+    saved_as = args.name or name
+    evaluation_folder(classifier.model_dir, saved_as)  # a bad --name fails before the evaluation runs
     metrics, rows = evaluate_classifier(classifier, split, root)
     metrics.update(
         {
@@ -307,14 +338,25 @@ def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
             "temperature": classifier.temperature,
         }
     )
-    if not args.no_save:
-        write_json(classifier.model_dir / f"metrics_{name}.json", metrics)
-        write_csv(classifier.model_dir / f"predictions_{name}.csv", rows)
     if args.json:
         print(json.dumps(metrics))
     else:
         _print_metrics(metrics)
+    if not args.no_save:
+        _save_evaluation(classifier.model_dir, saved_as, metrics, rows)
     return 0
+
+
+def _save_evaluation(model_dir: Path, name: str, metrics: dict, rows: list[dict]) -> None:
+    """Save an evaluation under ``evaluations/<name>/``; a folder that cannot be written only warns."""
+    from clothclf.runs import save_evaluation
+
+    try:
+        saved = save_evaluation(model_dir, name, metrics, rows)
+    except RunError as exc:  # a read-only model folder (the installed default model) still evaluates
+        print(f"clothclf: warning: not saved: {exc}", file=sys.stderr)
+    else:
+        print(f"clothclf: saved in {saved}", file=sys.stderr)
 
 
 class _PrintedRows:

@@ -10,6 +10,9 @@ from typing import Any
 
 from clothclf.modeling.backbones import BACKBONES
 
+#: How a model folder can be served (see :func:`clothclf.serving.classifier.load_classifier`).
+BACKENDS = ("auto", "litert", "litert-int8", "keras")
+
 DATASET_NAME = "clothing-dataset-small"
 
 

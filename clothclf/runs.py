@@ -1,11 +1,18 @@
-"""Run folders: written atomically, listed, and read back (no TensorFlow).
+"""Run folders: the one module that knows their file names; written atomically, listed and read back
+(no TensorFlow).
 
-A run folder holds ``model.keras``, ``model.tflite`` (or, for a head-only run, ``features.tflite`` and
-``head.npz``), ``config.json`` (every hyperparameter,
-dataset fingerprint, seed, library versions), ``class_names.json``, ``history.csv``,
-``metrics_<split>.json``, ``predictions_<split>.csv`` and ``run.json`` (the summary, written last).
-It is built under a hidden ``.partial-<name>`` folder and renamed into place when complete, so a run
-killed half-way never looks like a usable model.
+A run folder holds its model (``model.keras`` and ``model.tflite``, or for a head-only run
+``features.tflite`` and ``head.npz``; ``model_int8.tflite`` after ``clothclf export --int8``),
+``trust.npz`` (the feature bank of trust scores), ``class_names.json``, ``config.json`` (every
+hyperparameter, dataset fingerprint, seed, library versions), ``history.csv``, ``split.json`` (folder
+datasets), the metrics and predictions of the splits training scored (``metrics_<split>.json``,
+``predictions_<split>.csv``) and ``run.json`` (the summary, written last). It is built under a hidden
+``.partial-<name>`` folder and renamed into place when complete, so a run killed half-way never looks
+like a usable model. Evaluations made later (``clothclf evaluate``) are saved under
+``evaluations/<name>/`` (``metrics.json``, ``predictions.csv``) and never overwrite what training wrote.
+
+Every file is written through :func:`atomic_path` (a temporary file renamed into place), so a reader
+never sees a half-written one.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import re
 import reprlib
 import shutil
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -34,32 +42,71 @@ from clothclf.errors import RunError
 log = logging.getLogger(__name__)
 
 PARTIAL_PREFIX = ".partial-"
+SUMMARY = "run.json"
+CLASS_NAMES = "class_names.json"
+CONFIG = "config.json"
+HISTORY = "history.csv"
+SPLIT = "split.json"
+KERAS_MODEL = "model.keras"
+LITERT_MODEL = "model.tflite"
+#: The optional full-integer LiteRT model (``clothclf export --int8``, backend ``litert-int8``).
+INT8_MODEL = "model_int8.tflite"
+FEATURES_MODEL = "features.tflite"
+HEAD_WEIGHTS = "head.npz"
 #: The feature bank of a run's training photos (see :mod:`clothclf.serving.trust`).
 TRUST_FILE = "trust.npz"
+#: The folder of evaluations saved after training: ``evaluations/<name>/metrics.json`` and ``predictions.csv``.
+EVALUATIONS = "evaluations"
+EVALUATION_METRICS = "metrics.json"
+EVALUATION_PREDICTIONS = "predictions.csv"
+#: The split whose metrics and predictions every trained run holds (its temperature is fitted on it).
+TRAINING_SPLIT = "validation"
 #: Any one of these is a servable model: a whole model, or a head-only run's extractor and head.
-MODEL_FILES = (("model.tflite",), ("features.tflite", "head.npz"), ("model.keras",))
+MODEL_FILES = ((LITERT_MODEL,), (FEATURES_MODEL, HEAD_WEIGHTS), (KERAS_MODEL,))
 #: Every model file a run may hold; ``run.json`` records the SHA-256 digest of each one present.
 MODEL_FILE_NAMES = tuple(dict.fromkeys(name for files in MODEL_FILES for name in files))
+#: A model folder's files a process needs to serve it (whichever of them exist), e.g. a Ray worker.
+SERVING_FILES = (CLASS_NAMES, SUMMARY, LITERT_MODEL, INT8_MODEL, FEATURES_MODEL, HEAD_WEIGHTS, TRUST_FILE)
 #: What a downloaded model bundle holds (those present): the models, what they predict, how they did.
 BUNDLE_PATTERNS = (
-    "model.keras",
-    "model.tflite",
-    "features.tflite",
-    "head.npz",
+    KERAS_MODEL,
+    LITERT_MODEL,
+    INT8_MODEL,
+    FEATURES_MODEL,
+    HEAD_WEIGHTS,
     TRUST_FILE,
-    "class_names.json",
-    "config.json",
-    "run.json",
-    "history.csv",
+    CLASS_NAMES,
+    CONFIG,
+    SUMMARY,
+    HISTORY,
     "metrics_*.json",
+    f"{EVALUATIONS}/*/{EVALUATION_METRICS}",
 )
+_EVALUATION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (hidden, same suffix) to write to; renamed to ``path`` when the
+    block succeeds and removed when it fails, so ``path`` is never half-written."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}-{threading.get_ident()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON via a temporary file and rename (never a half-written file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    """Write ``data`` as indented JSON, atomically."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -69,13 +116,11 @@ def read_json(path: Path) -> Any:
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     """Write rows of dicts (same keys) as CSV, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
         if rows:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -84,11 +129,111 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@dataclass(frozen=True)
+class ModelFiles:
+    """The model files a folder holds (None where absent)."""
+
+    litert: Path | None
+    int8: Path | None
+    features: Path | None
+    head: Path | None
+    keras: Path | None
+
+    @property
+    def head_only(self) -> bool:
+        """Whether it holds a head-only run's model: the extractor's LiteRT model and the head's weights."""
+        return self.features is not None and self.head is not None
+
+    @property
+    def servable(self) -> bool:
+        """Whether at least one whole model is there (LiteRT, head-only pair, or Keras)."""
+        return self.litert is not None or self.head_only or self.keras is not None
+
+
+def model_files(folder: str | Path) -> ModelFiles:
+    """Which model files ``folder`` holds."""
+    folder = Path(folder)
+
+    def present(name: str) -> Path | None:
+        return folder / name if (folder / name).is_file() else None
+
+    return ModelFiles(
+        *(present(name) for name in (LITERT_MODEL, INT8_MODEL, FEATURES_MODEL, HEAD_WEIGHTS, KERAS_MODEL))
+    )
+
+
+def is_model_folder(folder: str | Path) -> bool:
+    """Whether clothclf can serve ``folder``: class names and at least one model (``run.json`` optional)."""
+    return (Path(folder) / CLASS_NAMES).is_file() and model_files(folder).servable
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """Where one saved evaluation of a model folder lives: its metrics and per-image predictions."""
+
+    name: str
+    metrics: Path
+    predictions: Path
+
+
+def training_evaluation(folder: str | Path, split: str = TRAINING_SPLIT) -> EvaluationFiles:
+    """Where training saves the metrics and predictions of ``split`` beside the model (may be missing)."""
+    folder = Path(folder)
+    return EvaluationFiles(split, folder / f"metrics_{split}.json", folder / f"predictions_{split}.csv")
+
+
+def evaluation_files(folder: str | Path, name: str) -> EvaluationFiles | None:
+    """The saved evaluation ``name`` of ``folder``: ``evaluations/<name>/`` if ``clothclf evaluate`` saved
+    one, else what training (or a clothclf from before ``evaluations/``) wrote beside the model; None if
+    there is none."""
+    saved = Path(folder) / EVALUATIONS / name
+    if _EVALUATION_NAME.fullmatch(name) and (saved / EVALUATION_METRICS).is_file():
+        return EvaluationFiles(name, saved / EVALUATION_METRICS, saved / EVALUATION_PREDICTIONS)
+    beside = training_evaluation(folder, name)
+    return beside if beside.metrics.is_file() else None
+
+
+def saved_evaluations(folder: str | Path) -> list[EvaluationFiles]:
+    """Every evaluation saved in ``folder``: those beside the model, then ``evaluations/*``."""
+    folder = Path(folder)
+    beside = [
+        training_evaluation(folder, path.name.removeprefix("metrics_").removesuffix(".json"))
+        for path in sorted(folder.glob("metrics_*.json"))
+    ]
+    named = [
+        EvaluationFiles(path.parent.name, path, path.parent / EVALUATION_PREDICTIONS)
+        for path in sorted(folder.glob(f"{EVALUATIONS}/*/{EVALUATION_METRICS}"))
+    ]
+    return beside + named
+
+
+def evaluation_folder(folder: str | Path, name: str) -> Path:
+    """Where the evaluation ``name`` of ``folder`` is saved; :class:`RunError` if ``name`` is not a plain
+    file name (up to 64 letters, digits, ``_``, ``-``, ``.``, not starting with ``.``)."""
+    if not _EVALUATION_NAME.fullmatch(name):
+        raise RunError(f"{name!r} cannot name an evaluation: use letters, digits, '_', '-' and '.'")
+    return Path(folder) / EVALUATIONS / name
+
+
+def save_evaluation(folder: str | Path, name: str, metrics: dict, predictions: list[dict]) -> Path:
+    """Save an evaluation as ``evaluations/<name>/metrics.json`` and ``predictions.csv`` in ``folder`` and
+    return that folder; what training wrote is never touched. :class:`RunError` for a name that is not
+    a plain file name, or a folder that cannot be written."""
+    target = evaluation_folder(folder, name)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        write_csv(target / EVALUATION_PREDICTIONS, predictions)
+        write_json(target / EVALUATION_METRICS, metrics)  # last: its presence marks the evaluation saved
+    except OSError as exc:
+        raise RunError(f"cannot save the evaluation into {target}: {exc}") from exc
+    return target
+
+
 def write_evaluation(folder: Path, split: str, metrics: dict, predictions: list[dict]) -> None:
-    """Write the metrics (``metrics_<split>.json``) and per-image predictions (``predictions_<split>.csv``)
-    of one evaluated split into ``folder``."""
-    write_json(folder / f"metrics_{split}.json", metrics)
-    write_csv(folder / f"predictions_{split}.csv", predictions)
+    """Write the metrics and per-image predictions of a split training scored beside the model."""
+    files = training_evaluation(folder, split)
+    write_json(files.metrics, metrics)
+    write_csv(files.predictions, predictions)
 
 
 def write_run(
@@ -105,13 +250,13 @@ def write_run(
     """Write a trained run's records into ``work``, after its model files: class names, history,
     validation metrics and predictions, the split, the config, and ``run.json`` last (the summary
     that marks it complete, with the SHA-256 digest of each model file)."""
-    write_json(work / "class_names.json", list(class_names))
-    write_csv(work / "history.csv", history)
-    write_evaluation(work, "validation", metrics, predictions)
+    write_json(work / CLASS_NAMES, list(class_names))
+    write_csv(work / HISTORY, history)
+    write_evaluation(work, TRAINING_SPLIT, metrics, predictions)
     if split_record is not None:
-        write_json(work / "split.json", split_record)
-    write_json(work / "config.json", config)
-    write_json(work / "run.json", {**summary, "sha256": model_digests(work)})  # the model files come first
+        write_json(work / SPLIT, split_record)
+    write_json(work / CONFIG, config)
+    write_json(work / SUMMARY, {**summary, "sha256": model_digests(work)})  # the model files come first
 
 
 def new_run_name(backbone: str) -> str:
@@ -248,11 +393,6 @@ def _short(value: Any) -> str:
     return short.repr(value)
 
 
-def has_model(path: Path) -> bool:
-    """Whether the folder holds the files of at least one model (see ``MODEL_FILES``)."""
-    return any(all((path / name).is_file() for name in files) for files in MODEL_FILES)
-
-
 def _read_checked(path: Path, check: Callable[[Any, Path], Any]) -> Any:
     try:
         value = read_json(path)
@@ -263,22 +403,22 @@ def _read_checked(path: Path, check: Callable[[Any, Path], Any]) -> Any:
 
 def read_summary(run_dir: Path) -> dict[str, Any]:
     """The run's ``run.json``, checked against :data:`RUN_FIELDS`; :class:`RunError` naming what is wrong."""
-    return _read_checked(Path(run_dir) / "run.json", check_summary)
+    return _read_checked(Path(run_dir) / SUMMARY, check_summary)
 
 
 def read_class_names(run_dir: Path) -> list[str]:
     """The run's checked ``class_names.json``; :class:`RunError` if it is not a list of class names."""
-    return _read_checked(Path(run_dir) / "class_names.json", check_class_names)
+    return _read_checked(Path(run_dir) / CLASS_NAMES, check_class_names)
 
 
 def check_run(path: Path) -> dict[str, Any]:
     """The summary of the complete run at ``path``; :class:`RunError` saying why it is not one."""
-    if not (path / "run.json").is_file():
-        raise RunError(f"{path} is not a complete clothclf run (no run.json)")
+    if not (path / SUMMARY).is_file():
+        raise RunError(f"{path} is not a complete clothclf run (no {SUMMARY})")
     summary = read_summary(path)
     if summary.get("status") != "complete":
         raise RunError(f"{path} is not a complete clothclf run (run.json status {summary.get('status')!r})")
-    if not has_model(path):
+    if not model_files(path).servable:
         raise RunError(
             f"{path} is not a complete clothclf run (no model file: {', '.join(MODEL_FILE_NAMES)})"
         )
@@ -302,7 +442,7 @@ def model_digests(run_dir: Path) -> dict[str, str]:
 
 def record_model_digests(run_dir: Path) -> None:
     """Write the digests of the run's model files into its ``run.json`` (after a model file changed)."""
-    path = Path(run_dir) / "run.json"
+    path = Path(run_dir) / SUMMARY
     write_json(path, {**read_json(path), "sha256": model_digests(Path(run_dir))})
 
 
@@ -310,7 +450,7 @@ def verify_model_files(run_dir: Path, names: Iterable[str]) -> None:
     """:class:`RunError` if one of the model files ``names`` differs from the digest ``run.json``
     records for it. Files without a recorded digest (runs saved before digests) pass unchecked."""
     run_dir = Path(run_dir)
-    recorded = read_summary(run_dir).get("sha256", {}) if (run_dir / "run.json").is_file() else {}
+    recorded = read_summary(run_dir).get("sha256", {}) if (run_dir / SUMMARY).is_file() else {}
     for name in names:
         if name in recorded and _sha256(run_dir / name) != recorded[name]:
             raise RunError(
@@ -340,25 +480,25 @@ class RunInfo:
 
     def metrics(self, split: str) -> dict[str, Any] | None:
         """Saved metrics of ``split``, or None if that split was never evaluated."""
-        path = self.path / f"metrics_{split}.json"
-        return read_json(path) if path.is_file() else None
+        files = evaluation_files(self.path, split)
+        return read_json(files.metrics) if files else None
 
     def predictions(self, split: str) -> list[dict[str, str]] | None:
         """Saved per-image predictions of ``split``, or None."""
-        path = self.path / f"predictions_{split}.csv"
-        return read_csv(path) if path.is_file() else None
+        files = evaluation_files(self.path, split)
+        return read_csv(files.predictions) if files and files.predictions.is_file() else None
 
     def history(self) -> list[dict[str, str]]:
         """Per-epoch history rows (phase, epoch, loss, accuracy, val_loss, val_accuracy, lr)."""
-        path = self.path / "history.csv"
+        path = self.path / HISTORY
         return read_csv(path) if path.is_file() else []
 
     def config(self) -> dict[str, Any]:
         """The resolved training config."""
-        return read_json(self.path / "config.json")
+        return read_json(self.path / CONFIG)
 
     def class_names(self) -> list[str]:
-        return read_json(self.path / "class_names.json")
+        return read_json(self.path / CLASS_NAMES)
 
 
 def load_run(path: str | Path) -> RunInfo:
@@ -376,7 +516,7 @@ def list_runs(runs_dir: str | Path) -> list[RunInfo]:
         return []
     found = []
     for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not (folder / "run.json").is_file():
+        if not (folder / SUMMARY).is_file():
             continue  # not a run (nor one being written: those are hidden .partial-* folders)
         try:
             found.append(load_run(folder))
@@ -396,5 +536,5 @@ def zip_run(run_dir: str | Path) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in files:
-            archive.write(path, f"{run.path.name}/{path.name}")
+            archive.write(path, f"{run.path.name}/{path.relative_to(run.path).as_posix()}")
     return buffer.getvalue()

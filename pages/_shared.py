@@ -20,7 +20,7 @@ from clothclf.app.uploads import explanation_overlay, square_thumbnail
 from clothclf.config import Paths
 from clothclf.evaluation import plots
 from clothclf.evaluation.predictions import parse_top3
-from clothclf.runs import RunInfo, read_csv, read_json
+from clothclf.runs import CLASS_NAMES, RunInfo, evaluation_files, read_csv, read_json
 from clothclf.serving.classifier import Classifier, load_classifier
 
 #: ``st.session_state[MODEL_KEY]``: the folder (str) of the model this session classifies with.
@@ -63,7 +63,7 @@ def _load_classifier(model_dir: str, stamp: float) -> Classifier:
 
 def cached_classifier(model_dir: str) -> Classifier:
     """The classifier in ``model_dir``, loaded once per process (reloaded if the folder changes)."""
-    return _load_classifier(model_dir, _mtime(Path(model_dir) / "class_names.json"))
+    return _load_classifier(model_dir, _mtime(Path(model_dir) / CLASS_NAMES))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -72,9 +72,20 @@ def _read(path: str, stamp: float) -> Any:
 
 
 def read_artifact(run_dir: str | Path, name: str) -> Any | None:
-    """A run's JSON or CSV file (``metrics_test.json``, ``history.csv``…), cached; None if absent."""
+    """A run's JSON or CSV file (``runs.HISTORY``, ``runs.CONFIG``…), cached; None if absent."""
     path = Path(run_dir) / name
     return _read(str(path), path.stat().st_mtime) if path.is_file() else None
+
+
+def read_evaluation(run_dir: str | Path, name: str) -> tuple[dict | None, list[dict] | None]:
+    """The metrics and per-image predictions of a run's saved evaluation ``name`` (a split), cached;
+    None for what is absent."""
+    files = evaluation_files(run_dir, name)
+    if files is None:
+        return None, None
+    return read_artifact(files.metrics.parent, files.metrics.name), read_artifact(
+        files.predictions.parent, files.predictions.name
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -141,8 +152,7 @@ def evaluated_run_picker(key: str, *, no_run: str, no_split: str) -> tuple[RunIn
         st.info(no_split, icon=":material/info:")
         st.stop()
     split = split_picker(splits, key=f"{key}_split")
-    metrics = read_artifact(run.path, f"metrics_{split}.json")
-    return run, split, metrics, read_artifact(run.path, f"predictions_{split}.csv")
+    return run, split, *read_evaluation(run.path, split)
 
 
 def paginate(items: Sequence[Any], per_page: int, key: str) -> list[Any]:

@@ -20,11 +20,12 @@ from clothclf.data.report import TINY_SIDE, DatasetReport
 from clothclf.errors import RunError
 from clothclf.evaluation import plots
 from clothclf.modeling.backbones import BACKBONES, weights_cached
-from clothclf.runs import RunInfo, load_run, zip_run
+from clothclf.runs import CLASS_NAMES, CONFIG, TRAINING_SPLIT, RunInfo, load_run, zip_run
 from pages._shared import (
     CHART_CONFIG,
     MODEL_KEY,
     read_artifact,
+    read_evaluation,
     require_app_navigation,
     session_model_dir,
     show_error,
@@ -174,8 +175,8 @@ def compare_with_reference(run: RunInfo, paths: Paths) -> None:
     name = "Default model" if in_use else "Current model"
     reference = describe_model(paths.default_model_dir if in_use else session_model_dir())
     new = run.metrics("validation") or {}
-    theirs = (read_artifact(reference.path, "metrics_validation.json") if reference else None) or {}
-    their_classes = read_artifact(reference.path, "class_names.json") if reference else None
+    theirs = (read_evaluation(reference.path, TRAINING_SPLIT)[0] if reference else None) or {}
+    their_classes = read_artifact(reference.path, CLASS_NAMES) if reference else None
     if their_classes is not None and list(their_classes) != list(run.class_names()):
         theirs = {}  # a model of other classes: its accuracy says nothing about this one
     columns = st.columns(4)
@@ -221,7 +222,7 @@ def show_held_out(run: RunInfo) -> None:
 
 def fingerprint(model_dir: Path) -> str | None:
     """The content hash of the dataset a model was trained on (None if unknown)."""
-    return (read_artifact(model_dir, "config.json") or {}).get("dataset", {}).get("fingerprint")
+    return (read_artifact(model_dir, CONFIG) or {}).get("dataset", {}).get("fingerprint")
 
 
 def show_result(job: Job, status: JobStatus, paths: Paths) -> None:
@@ -270,7 +271,9 @@ def show_result(job: Job, status: JobStatus, paths: Paths) -> None:
         on_click="ignore",
         width="stretch",
     )
-    st.caption("The zip holds model.keras, its LiteRT model, class_names.json, the metrics and the config.")
+    st.caption(
+        "The zip holds the Keras model, its LiteRT model, the class names, the metrics and the config."
+    )
 
 
 def weights_choice(backbone: str, image_size: int) -> str | None:

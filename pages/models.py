@@ -7,7 +7,15 @@ import streamlit as st
 from clothclf.app.models_list import ModelEntry, find_model, list_models, models_table, same_classes
 from clothclf.config import Paths
 from clothclf.evaluation import plots
-from pages._shared import CHART_CONFIG, MODEL_KEY, read_artifact, require_app_navigation, session_model_dir
+from clothclf.runs import HISTORY, TRAINING_SPLIT
+from pages._shared import (
+    CHART_CONFIG,
+    MODEL_KEY,
+    read_artifact,
+    read_evaluation,
+    require_app_navigation,
+    session_model_dir,
+)
 
 #: Percentages with one decimal everywhere (the table holds them as 0–100).
 PERCENT = st.column_config.NumberColumn(format="%.1f%%")
@@ -19,7 +27,7 @@ def use_model(path: str) -> None:
 
 
 def validation_f1(entry: ModelEntry) -> dict:
-    metrics = read_artifact(entry.path, "metrics_validation.json")
+    metrics, _ = read_evaluation(entry.path, TRAINING_SPLIT)
     return metrics["per_class"] if metrics else {}
 
 
@@ -83,7 +91,7 @@ first, second = by_path[a], by_path[b]
 names = (first.name, second.name) if first.name != second.name else ("first", "second")
 st.plotly_chart(
     plots.compare_curves(
-        read_artifact(first.path, "history.csv") or [], read_artifact(second.path, "history.csv") or [], names
+        read_artifact(first.path, HISTORY) or [], read_artifact(second.path, HISTORY) or [], names
     ),
     config=CHART_CONFIG,
 )

@@ -11,6 +11,7 @@ from clothclf.evaluation import plots
 from clothclf.evaluation.metrics import cell_count, default_cell, reliability_table
 from clothclf.evaluation.predictions import prediction_arrays
 from clothclf.evaluation.risk import operating_point, risk_coverage, unknown_effect
+from clothclf.runs import HISTORY
 from pages._shared import (
     CHART_CONFIG,
     evaluated_run_picker,
@@ -73,7 +74,7 @@ training, per_class, confusion, calibration, trust = st.tabs(
 )
 
 with training:
-    history = read_artifact(run.path, "history.csv") or []
+    history = read_artifact(run.path, HISTORY) or []
     if history:
         st.plotly_chart(plots.training_curves(history), config=CHART_CONFIG)
         st.plotly_chart(plots.learning_rate_curve(history), config=CHART_CONFIG)

@@ -36,6 +36,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from clothclf.config import Paths  # noqa: E402
 from clothclf.data.images import load_image  # noqa: E402
+from clothclf.runs import INT8_MODEL, KERAS_MODEL, LITERT_MODEL  # noqa: E402
 from clothclf.serving.classifier import load_classifier  # noqa: E402
 from clothclf.serving.runtime import available_cpus  # noqa: E402
 
@@ -140,7 +141,8 @@ import numpy as np
 from clothclf.data.images import load_image
 from clothclf.modeling.models import load_model
 imported = time.perf_counter()
-model = load_model(sys.argv[1] + "/model.keras")
+from clothclf.runs import KERAS_MODEL
+model = load_model(sys.argv[1] + "/" + KERAS_MODEL)
 loaded = time.perf_counter()
 size = int(model.input_shape[1])
 predict = lambda: model.predict(load_image(sys.argv[2], size)[None].astype(np.float32), verbose=0)
@@ -172,12 +174,13 @@ import json, sys
 from pathlib import Path
 from clothclf.serving.export import export_tflite
 from clothclf.modeling.models import build_model
+from clothclf.runs import CLASS_NAMES, KERAS_MODEL, LITERT_MODEL
 model_dir = Path(sys.argv[1])
 model_dir.mkdir(parents=True, exist_ok=True)
 model = build_model("mobilenet_v2", 10, 224, "imagenet")  # the shipped architecture, untrained head
-model.save(model_dir / "model.keras")
-export_tflite(model, model_dir / "model.tflite")
-(model_dir / "class_names.json").write_text(json.dumps([f"class_{i}" for i in range(10)]))
+model.save(model_dir / KERAS_MODEL)
+export_tflite(model, model_dir / LITERT_MODEL)
+(model_dir / CLASS_NAMES).write_text(json.dumps([f"class_{i}" for i in range(10)]))
 print(json.dumps({"built": str(model_dir)}))
 """
 
@@ -199,7 +202,7 @@ def run_script(script: str, *args: str) -> dict:
 # --- in-process LiteRT measurements ------------------------------------------------------------------
 
 
-def raw_forward(model_dir: Path, num_threads: int, name: str = "model.tflite") -> Callable[[], None]:
+def raw_forward(model_dir: Path, num_threads: int, name: str = LITERT_MODEL) -> Callable[[], None]:
     """``Interpreter.invoke`` alone, on an input already in place."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -270,14 +273,14 @@ def benchmark(model_dir: Path, data: bytes, repeats: int) -> dict:
 
 def int8(model_dir: Path, data: bytes, repeats: int) -> dict | None:
     """The full-integer ``model_int8.tflite`` (``clothclf export --int8``) against the float model, if any."""
-    if not (model_dir / "model_int8.tflite").is_file():
+    if not (model_dir / INT8_MODEL).is_file():
         return None
     threads = available_cpus()
     float32, int8 = (load_classifier(model_dir, backend=b, tta=False) for b in ("litert", "litert-int8"))
     times = timings_ms(
         {
             "float32": raw_forward(model_dir, threads),
-            "int8": raw_forward(model_dir, threads, "model_int8.tflite"),
+            "int8": raw_forward(model_dir, threads, INT8_MODEL),
         },
         repeats,
     )
@@ -422,8 +425,8 @@ def ms(s: dict[str, float]) -> str:
     return f"{s['p50']:.1f} / {s['p95']:.1f} / {s['min']:.1f} ms"
 
 
-def markdown(result: dict) -> str:
-    lite, serve, keras = result["litert"], result["serve"], result["keras"]
+def _litert_rows(lite: dict, catalog: dict | None) -> list[tuple[str, str, str]]:
+    """The warm in-process LiteRT rows: latency, its parts, throughput, the catalog."""
     p50, ratio = lite["latency"]["p50"], lite["latency_over_forward"]
     rows = [
         (
@@ -449,22 +452,31 @@ def markdown(result: dict) -> str:
     rows += [
         (f"LiteRT throughput, {name}", f"{v:.0f} images/s", "") for name, v in lite["images_per_s"].items()
     ]
-    rows += catalog_rows(lite, result.get("catalog"))
-    if result.get("int8"):
-        forward, rates = result["int8"]["forward"], result["int8"]["images_per_s"]
-        rows += [
-            (
-                "int8 variant: raw forward p50, float32 / int8",
-                f"{forward['float32']['p50']:.1f} / {forward['int8']['p50']:.1f} ms",
-                "",
-            ),
-            (
-                "int8 variant: predict_batch(64), float32 / int8",
-                f"{rates['float32']:.0f} / {rates['int8']:.0f} images/s",
-                "",
-            ),
-        ]
-    rows += [
+    return rows + catalog_rows(lite, catalog)
+
+
+def _int8_rows(int8: dict | None) -> list[tuple[str, str, str]]:
+    """The float32 / int8 comparison rows (none without an int8 model)."""
+    if not int8:
+        return []
+    forward, rates = int8["forward"], int8["images_per_s"]
+    return [
+        (
+            "int8 variant: raw forward p50, float32 / int8",
+            f"{forward['float32']['p50']:.1f} / {forward['int8']['p50']:.1f} ms",
+            "",
+        ),
+        (
+            "int8 variant: predict_batch(64), float32 / int8",
+            f"{rates['float32']:.0f} / {rates['int8']:.0f} images/s",
+            "",
+        ),
+    ]
+
+
+def _fresh_process_rows(serve: dict) -> list[tuple[str, str, str]]:
+    """The rows of a fresh LiteRT serving process: cold start, peak memory, no TensorFlow."""
+    return [
         (
             "LiteRT, fresh process: import (numpy, Pillow, LiteRT) / load / first prediction",
             f"{serve['import_s']:.2f} / {serve['load_s']:.2f} / {serve['first_prediction_s']:.2f} s",
@@ -487,21 +499,32 @@ def markdown(result: dict) -> str:
             "must be no: " + ("**no**" if serve["tensorflow_imported"] else "yes"),
         ),
     ]
-    if keras:
-        rows += [
-            (
-                "Keras, warm, one JPEG: decode + `model.predict`",
-                f"{keras['predict_p50_ms']:.1f} ms (p50)",
-                "",
-            ),
-            (
-                "Keras, warm, `predict_on_batch` of one decoded image",
-                f"{keras['predict_on_batch_p50_ms']:.1f} ms (p50)",
-                "",
-            ),
-            ("Keras, fresh process: import + load + first prediction", f"{keras['cold_start_s']:.2f} s", ""),
-            ("Keras, fresh process: peak RSS", f"{keras['peak_rss_mb']:.0f} MB", ""),
-        ]
+
+
+def _keras_rows(keras: dict | None) -> list[tuple[str, str, str]]:
+    """The Keras rows (none when Keras was not measured)."""
+    if not keras:
+        return []
+    return [
+        ("Keras, warm, one JPEG: decode + `model.predict`", f"{keras['predict_p50_ms']:.1f} ms (p50)", ""),
+        (
+            "Keras, warm, `predict_on_batch` of one decoded image",
+            f"{keras['predict_on_batch_p50_ms']:.1f} ms (p50)",
+            "",
+        ),
+        ("Keras, fresh process: import + load + first prediction", f"{keras['cold_start_s']:.2f} s", ""),
+        ("Keras, fresh process: peak RSS", f"{keras['peak_rss_mb']:.0f} MB", ""),
+    ]
+
+
+def markdown(result: dict) -> str:
+    """The benchmark's results as a Markdown table, then the machine it ran on."""
+    rows = [
+        *_litert_rows(result["litert"], result.get("catalog")),
+        *_int8_rows(result.get("int8")),
+        *_fresh_process_rows(result["serve"]),
+        *_keras_rows(result["keras"]),
+    ]
     env = result["environment"]
     lines = [
         "| Measurement (latencies: p50 / p95 / min) | Value | Target met |",
@@ -530,12 +553,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="clothclf-bench-") as tmp:
         model_dir = args.model or Paths.from_env().default_model_dir
         described = str(model_dir)
-        if args.model is None and not (model_dir / "model.tflite").is_file():
+        if args.model is None and not (model_dir / LITERT_MODEL).is_file():
             model_dir = Path(tmp) / "standin"
             print(f"no model in {described}: building a MobileNetV2 224 px stand-in ...", file=sys.stderr)
             run_script(BUILD_SCRIPT, str(model_dir))
             described = "stand-in MobileNetV2 224 px (ImageNet weights, untrained 10-class head)"
-        if not (model_dir / "model.tflite").is_file():
+        if not (model_dir / LITERT_MODEL).is_file():
             parser.error(f"{model_dir} has no model.tflite (run `clothclf export --model {model_dir}`)")
         data, source = find_image(args.image)
         image = Path(tmp) / "photo.jpg"
@@ -559,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
             if (photos := catalog_photos(args.catalog_photos))
             else None,
             "keras": None
-            if args.no_keras or not (model_dir / "model.keras").is_file()
+            if args.no_keras or not (model_dir / KERAS_MODEL).is_file()
             else run_script(KERAS_SCRIPT, str(model_dir), str(image)),
         }
     print(json.dumps(result, indent=2) if args.json else markdown(result))

@@ -5,34 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import SHARED_DATASET, tiny_config, write_dataset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATASET = PROJECT_ROOT.parent / "shared" / "data" / "clothing-dataset-small"
-CLASSES = ("red", "green", "blue")
-
-
-def make_image(class_index: int, rng: np.random.Generator, size: int = 24) -> Image.Image:
-    """A noisy image whose dominant colour channel is its class: learnable in one epoch."""
-    array = rng.integers(0, 80, (size, size, 3)).astype(np.uint8)
-    array[..., class_index] += 150
-    return Image.fromarray(array)
-
-
-def write_dataset(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
-    """A dataset with train/validation/test folders (or a flat class folder if per_split has key '')."""
-    rng = np.random.default_rng(seed)
-    for split, count in per_split.items():
-        for ci, name in enumerate(CLASSES):
-            folder = root / split / name if split else root / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for i in range(count):
-                make_image(ci, rng).save(folder / f"{name}_{i}.png")
-    return root
 
 
 @pytest.fixture(scope="session")
@@ -48,19 +24,6 @@ def isolated_paths(tmp_path, monkeypatch, session_cache):
     monkeypatch.setenv("CLOTHCLF_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("CLOTHCLF_CACHE_DIR", str(session_cache))
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "data"))
-
-
-def tiny_config(dataset: Path, **changes):
-    """A 32 px MobileNetV2 without ImageNet weights, head only: the cheapest real training run."""
-    from clothclf.config import TrainConfig
-
-    values = dict(weights=None, image_size=32, batch_size=8, epochs=2, head_only=True, lr=1e-2)
-    return TrainConfig(data_dir=str(dataset), **{**values, **changes})
-
-
-def long_config(dataset: Path):
-    """Head training that would run for minutes (no early stopping), to be cancelled or killed."""
-    return tiny_config(dataset, epochs=500, patience=1000)
 
 
 @pytest.fixture(scope="session")

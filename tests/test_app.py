@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import PROJECT_ROOT
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
@@ -22,7 +23,6 @@ from clothclf.evaluation.evaluate import evaluate_classifier
 from clothclf.runs import read_csv, read_json, write_csv, write_json
 from clothclf.serving.classifier import load_classifier
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 APP = PROJECT_ROOT / "streamlit_app.py"
 PAGES = ("pages/classify.py", "pages/report.py", "pages/mistakes.py", "pages/models.py", "pages/fine_tune.py")
 TIMEOUT = 120

@@ -7,21 +7,14 @@ import os
 import zipfile
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import make_image
+from helpers import noisy_png
 
 from clothclf.config import Limits
 from clothclf.data.archives import safe_extract_zip
 from clothclf.data.datasets import create_dataset
 from clothclf.data.layout import read_layout
 from clothclf.errors import DatasetError, LimitExceededError
-
-
-def png_bytes(class_index: int = 0, seed: int = 0) -> bytes:
-    buffer = io.BytesIO()
-    make_image(class_index, np.random.default_rng(seed)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def build_zip(
@@ -62,7 +55,7 @@ def assert_nothing_written(tmp_path: Path, out: Path) -> None:
 
 def test_normal_zip_extracts_every_safe_entry_including_macos_and_hidden_files(tmp_path, out):
     # What to use of them is the dataset reader's choice, so it can list what it skipped.
-    shirt, skirt = png_bytes(0), png_bytes(1, seed=1)
+    shirt, skirt = noisy_png(0), noisy_png(1, seed=1)
     archive = build_zip(
         tmp_path / "zips" / "ok.zip",
         {
@@ -92,7 +85,7 @@ def test_normal_zip_extracts_every_safe_entry_including_macos_and_hidden_files(t
 
 
 def test_file_object_source_and_existing_empty_dest(tmp_path, out):
-    archive = build_zip(tmp_path / "zips" / "ok.zip", {"a/x.png": png_bytes()})
+    archive = build_zip(tmp_path / "zips" / "ok.zip", {"a/x.png": noisy_png()})
     (out / "dataset").mkdir()
     with archive.open("rb") as handle:
         dest = safe_extract_zip(handle, out / "dataset")
@@ -104,7 +97,7 @@ def test_file_object_source_and_existing_empty_dest(tmp_path, out):
 def test_refuses_a_file_that_is_not_a_zip(tmp_path, out):
     fake = tmp_path / "zips" / "photo.zip"
     fake.parent.mkdir()
-    fake.write_bytes(png_bytes())
+    fake.write_bytes(noisy_png())
     with pytest.raises(DatasetError, match="not a zip file"):
         safe_extract_zip(fake, out / "dataset")
     with pytest.raises(DatasetError, match="not a zip file"):
@@ -113,7 +106,7 @@ def test_refuses_a_file_that_is_not_a_zip(tmp_path, out):
 
 
 def test_refuses_a_non_empty_destination(tmp_path, out):
-    archive = build_zip(tmp_path / "zips" / "ok.zip", {"a/x.png": png_bytes()})
+    archive = build_zip(tmp_path / "zips" / "ok.zip", {"a/x.png": noisy_png()})
     (out / "dataset").mkdir()
     (out / "dataset" / "keep.txt").write_text("mine")
     with pytest.raises(DatasetError, match="already exists"):
@@ -147,7 +140,7 @@ def test_refuses_too_much_uncompressed_data(tmp_path, out):
 
 def test_refuses_a_high_ratio_zip_bomb(tmp_path, out):
     archive = build_zip(
-        tmp_path / "zips" / "bomb.zip", {"a/ok.png": png_bytes(), "a/bomb.bin": bytes(256 * 1024)}
+        tmp_path / "zips" / "bomb.zip", {"a/ok.png": noisy_png(), "a/bomb.bin": bytes(256 * 1024)}
     )
     with pytest.raises(LimitExceededError, match=r"'a/bomb.bin' expands .* times.*max_zip_ratio"):
         safe_extract_zip(archive, out / "dataset", Limits(max_zip_ratio=20))
@@ -175,7 +168,7 @@ def test_small_compressible_files_are_not_ratio_checked(tmp_path, out):
     ],
 )
 def test_refuses_entries_that_escape_the_destination(tmp_path, out, name, message):
-    archive = build_zip(tmp_path / "zips" / "escape.zip", {"a/ok.png": png_bytes(), name: b"pwned"})
+    archive = build_zip(tmp_path / "zips" / "escape.zip", {"a/ok.png": noisy_png(), name: b"pwned"})
     with pytest.raises(DatasetError, match=message):
         safe_extract_zip(archive, out / "dataset")
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/x").exists()
@@ -194,14 +187,14 @@ def test_refuses_an_absolute_entry_pointing_at_a_real_folder(tmp_path, out):
 def test_refuses_symlink_entries(tmp_path, out):
     link = zipfile.ZipInfo("a/passwd.png")
     link.external_attr = 0o120777 << 16
-    archive = build_zip(tmp_path / "zips" / "link.zip", {"a/ok.png": png_bytes(), link: b"/etc/passwd"})
+    archive = build_zip(tmp_path / "zips" / "link.zip", {"a/ok.png": noisy_png(), link: b"/etc/passwd"})
     with pytest.raises(DatasetError, match="'a/passwd.png' is a symbolic link"):
         safe_extract_zip(archive, out / "dataset")
     assert_nothing_written(tmp_path, out)
 
 
 def test_refuses_encrypted_entries(tmp_path, out):
-    archive = build_zip(tmp_path / "zips" / "secret.zip", {"a/ok.png": png_bytes()})
+    archive = build_zip(tmp_path / "zips" / "secret.zip", {"a/ok.png": noisy_png()})
     mark_encrypted(archive)
     with pytest.raises(DatasetError, match="'a/ok.png' is encrypted"):
         safe_extract_zip(archive, out / "dataset")
@@ -209,19 +202,19 @@ def test_refuses_encrypted_entries(tmp_path, out):
 
 
 def test_refuses_compression_methods_without_bounded_decompression(tmp_path, out):
-    archive = build_zip(tmp_path / "zips" / "bz2.zip", {"a/ok.png": png_bytes()}, zipfile.ZIP_BZIP2)
+    archive = build_zip(tmp_path / "zips" / "bz2.zip", {"a/ok.png": noisy_png()}, zipfile.ZIP_BZIP2)
     with pytest.raises(DatasetError, match="compression method 12"):
         safe_extract_zip(archive, out / "dataset")
     assert_nothing_written(tmp_path, out)
 
 
 def test_a_damaged_entry_fails_midway_and_leaves_nothing(tmp_path, out):
-    good = png_bytes()
+    good = noisy_png()
     archive = build_zip(
-        tmp_path / "zips" / "damaged.zip", {"a/1.png": good, "a/2.png": png_bytes(seed=2)}, zipfile.ZIP_STORED
+        tmp_path / "zips" / "damaged.zip", {"a/1.png": good, "a/2.png": noisy_png(seed=2)}, zipfile.ZIP_STORED
     )
     data = archive.read_bytes()
-    second = png_bytes(seed=2)
+    second = noisy_png(seed=2)
     at = data.index(second) + len(second) // 2
     archive.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
     with pytest.raises(DatasetError, match="'a/2.png' is damaged"):

@@ -11,15 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, make_image
+from helpers import CLASSES, PROJECT_ROOT, make_image
 
 from clothclf.cli import main
 from clothclf.errors import ClothclfError, InvalidImageError
 from clothclf.serving.batch import catalog_files, expand_paths, predict_catalog
 from clothclf.serving.classifier import load_classifier
 from clothclf.serving.result_files import columns, open_result_file
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import PROJECT_ROOT
 from PIL import Image
 
 from clothclf.app.jobs import Job
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 from load_test import (  # noqa: E402  (shared with the load test)
     CHROMIUM,
@@ -200,7 +200,7 @@ def test_a_run_started_elsewhere_can_be_cancelled_after_a_reload(
     # child lives on, and this server (which never started it) must show it and let anyone cancel it.
     starter = (
         "import dataclasses, sys\n"
-        "from conftest import long_config\n"
+        "from helpers import long_config\n"
         "from clothclf.app.jobs import start_job\n"
         "from clothclf.config import Paths\n"
         "paths = dataclasses.replace(Paths.from_env(), cache_dir=__import__('pathlib').Path(sys.argv[2]))\n"

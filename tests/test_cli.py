@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, make_image
+from helpers import CLASSES, PROJECT_ROOT, make_image
 
 from clothclf.cli import main
+from clothclf.runs import EVALUATIONS, load_run
 from clothclf.serving.classifier import load_classifier
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -65,9 +64,40 @@ def test_evaluate_json_and_saved_artifacts(model_copy, synthetic_dataset, capsys
     )
     assert metrics["n_images"] == 12 and metrics["split"] == "test"
     assert sum(map(sum, metrics["confusion_matrix"])) == 12
-    assert (model_copy / "metrics_test.json").is_file()
-    rows = (model_copy / "predictions_test.csv").read_text().splitlines()
+    saved = model_copy / EVALUATIONS / "test"
+    assert json.loads((saved / "metrics.json").read_text())["n_images"] == 12
+    rows = (saved / "predictions.csv").read_text().splitlines()
     assert len(rows) == 13 and rows[1].startswith("test/")
+
+
+def test_evaluate_never_changes_what_training_wrote(model_copy, synthetic_dataset, capsys):
+    before = {p.name: p.read_bytes() for p in model_copy.iterdir() if p.is_file()}
+    assert (
+        main(["evaluate", "--model", str(model_copy), "--data", str(synthetic_dataset), "--name", "again"])
+        == 0
+    )
+    assert {p.name: p.read_bytes() for p in model_copy.iterdir() if p.is_file()} == before
+    assert load_run(model_copy).metrics("again")["split"] == "test"
+    assert f"saved in {model_copy / EVALUATIONS / 'again'}" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_bad_name_before_evaluating(model_copy, synthetic_dataset, capsys, monkeypatch):
+    import clothclf.evaluation.evaluate
+
+    monkeypatch.setattr(clothclf.evaluation.evaluate, "evaluate_classifier", lambda *a: pytest.fail("ran"))
+    for name in ("../escape", ".hidden", "a/b"):
+        args = ["evaluate", "--model", str(model_copy), "--data", str(synthetic_dataset), "--name", name]
+        assert main(args) == 1
+    assert "cannot name an evaluation" in capsys.readouterr().err
+    assert not (model_copy / EVALUATIONS).exists()
+
+
+def test_evaluate_into_a_folder_that_cannot_be_written_only_warns(model_copy, synthetic_dataset, capsys):
+    (model_copy / EVALUATIONS).write_text("a file where the folder would go")
+    assert main(["evaluate", "--model", str(model_copy), "--data", str(synthetic_dataset), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["n_images"] == 12
+    assert "warning: not saved: cannot save the evaluation" in err
 
 
 def test_evaluate_class_folder_human_output(model_copy, synthetic_dataset, capsys):

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import PROJECT_ROOT
 from PIL import Image
 
 from clothclf.cli import main
@@ -47,7 +48,6 @@ def test_verbose_keeps_the_native_log_lines(capfd):
 
 # --- the clothclf command, run as a user runs it -----------------------------------------------
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = PROJECT_ROOT / "models" / "default"
 
 

@@ -18,9 +18,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import make_image
+from helpers import noisy_png
 from test_app_finetune import fine_tune_page
 
 from clothclf.app.jobs import JOBS_DIR, JobStatus
@@ -38,9 +37,7 @@ CORRUPT = b"\xff\xd8\xff\xe0 this photo was cut off while copying"
 
 def photo(channel: int, seed: int) -> bytes:
     """A 24 px PNG whose dominant colour is ``channel`` (learnable in a few epochs)."""
-    buffer = io.BytesIO()
-    make_image(channel % 3, np.random.default_rng(seed)).save(buffer, format="PNG")
-    return buffer.getvalue()
+    return noisy_png(channel % 3, seed)
 
 
 def photos(prefix: str, count: int, channel: int, ext: str = "png", data: bytes | None = None) -> list:
@@ -246,7 +243,7 @@ def test_clothclf_data_check_reads_or_refuses_each_zip(case, tmp_path, capsys):
 
 
 def run_cli_training(folder: Path, out: Path, capsys) -> dict:
-    """``clothclf train`` in this process with the tiny settings of conftest's tiny_config."""
+    """``clothclf train`` in this process with the tiny settings of helpers.tiny_config."""
     args = ["train", "--data", str(folder), "--out", str(out), "--weights", "none", "--image-size", "32"]
     args += ["--batch-size", "8", "--epochs", "2", "--lr", "1e-2", "--head-only", "--json"]
     status = cli(args)

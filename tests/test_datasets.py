@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, make_image, write_dataset
+from helpers import CLASSES, make_image, write_dataset
 
 from clothclf.data.datasets import (
     Split,

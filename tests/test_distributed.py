@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import PROJECT_ROOT
+from helpers import PROJECT_ROOT
 
 from clothclf.modeling.models import load_model
 from clothclf.runs import is_complete_run, read_json

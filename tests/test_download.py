@@ -12,7 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import CLASSES, write_dataset
+from helpers import CLASSES, write_dataset
 
 from clothclf.data.datasets import create_dataset
 from clothclf.data.download import download_dataset, download_with_progress_bar

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PROJECT_ROOT, make_image
+from helpers import PROJECT_ROOT, make_image
 
 from clothclf.config import Paths
 

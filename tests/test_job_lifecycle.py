@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from helpers import tiny_config
 from streamlit.testing.v1 import AppTest
 
 from clothclf.app.jobs import KILL_GRACE_SECONDS, Job, JobStatus, ProcessId, current_job

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import long_config, tiny_config
+from helpers import long_config, tiny_config
 
 from clothclf.app.jobs import Job, JobStatus, current_job, start_job
 from clothclf.app.training_data import check_training_data, extract_uploaded_dataset, uploads_dir

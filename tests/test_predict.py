@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import PROJECT_ROOT
 from PIL import Image
 
 from clothclf.config import Paths
@@ -22,7 +23,6 @@ from clothclf.errors import InvalidImageError, RunError
 from clothclf.runs import read_csv, read_json
 from clothclf.serving.classifier import Classifier, Prediction, load_classifier
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-4  # LiteRT (XNNPACK) and TensorFlow sum in different orders; float32 noise is ~1e-6
 
 

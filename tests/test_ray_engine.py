@@ -6,15 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_image
+from helpers import PROJECT_ROOT, make_image
 
 from clothclf.serving.batch import predict_catalog
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Ray's start-up, one actor per CPU and the run; a hung cluster fails the test instead of the CI.
 SCRIPT = """

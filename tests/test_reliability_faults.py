@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import long_config
+from helpers import long_config
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 

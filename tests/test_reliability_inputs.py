@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES
+from helpers import CLASSES, PROJECT_ROOT
 from PIL import Image, features
 from streamlit.testing.v1 import AppTest
 
@@ -38,7 +38,6 @@ from clothclf.data.datasets import create_dataset
 from clothclf.errors import ClothclfError, DatasetError, LimitExceededError
 from clothclf.serving.classifier import Prediction, load_classifier
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 APP = str(PROJECT_ROOT / "streamlit_app.py")
 LIMITS = Limits()
 MB = 1024 * 1024

@@ -10,12 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import PROJECT_ROOT
 
 import clothclf
 from clothclf.errors import RunError
 from clothclf.runs import list_runs, load_run, read_json, verify_model_files, write_json
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 #: (field, tampered value) pairs of run.json that used to give wrong answers or tracebacks.
 BAD_FIELDS = [

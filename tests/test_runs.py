@@ -10,11 +10,18 @@ import pytest
 
 from clothclf.errors import RunError
 from clothclf.runs import (
+    EVALUATIONS,
     PARTIAL_PREFIX,
+    atomic_path,
     atomic_run_dir,
+    evaluation_files,
+    is_model_folder,
     list_runs,
     load_run,
+    model_files,
     read_json,
+    save_evaluation,
+    saved_evaluations,
     write_csv,
     write_json,
     zip_run,
@@ -122,3 +129,67 @@ def test_zip_run_bundles_the_model_files_in_a_folder_that_loads_as_a_run(tmp_pat
 def test_zip_run_refuses_an_incomplete_run(tmp_path):
     with pytest.raises(RunError):
         zip_run(fake_run(tmp_path / f"{PARTIAL_PREFIX}r", status="running"))
+
+
+def test_atomic_path_replaces_the_file_only_when_the_block_succeeds(tmp_path):
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    with pytest.raises(OSError, match="disk full"), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise OSError("disk full")
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    with atomic_path(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.suffix == ".json"
+        tmp.write_text("new")
+    assert target.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_model_files_and_is_model_folder(tmp_path):
+    run = fake_run(tmp_path / "run")
+    files = model_files(run)
+    assert files.litert == run / "model.tflite" and files.keras == run / "model.keras"
+    assert files.servable and not files.head_only and files.int8 is None
+    assert is_model_folder(run)
+    (run / "model.tflite").unlink()
+    (run / "model.keras").unlink()
+    assert not model_files(run).servable and not is_model_folder(run)
+    (run / "features.tflite").write_bytes(b"extractor")
+    assert not is_model_folder(run)  # an extractor without its head serves nothing
+    (run / "head.npz").write_bytes(b"head")
+    assert model_files(run).head_only and is_model_folder(run)
+    (run / "class_names.json").unlink()
+    assert not is_model_folder(run)
+
+
+def test_a_saved_evaluation_never_touches_what_training_wrote(tmp_path):
+    run = fake_run(tmp_path / "run")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    rows = [{"file": "shop/a/1.png", "true": "a"}]
+    saved = save_evaluation(run, "validation", {"accuracy": 1.0}, rows)
+    assert saved == run / EVALUATIONS / "validation"
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    loaded = load_run(run)
+    assert loaded.metrics("validation") == {"accuracy": 1.0}  # the latest evaluation of that name
+    assert loaded.predictions("validation") == [{"file": "shop/a/1.png", "true": "a"}]
+    assert [e.name for e in saved_evaluations(run)] == ["validation", "validation"]
+    assert evaluation_files(run, "test") is None and loaded.metrics("test") is None
+
+
+@pytest.mark.parametrize("name", ["../up", ".hidden", "a/b", "", "x" * 65])
+def test_an_evaluation_name_must_be_a_plain_file_name(tmp_path, name):
+    with pytest.raises(RunError, match="cannot name an evaluation"):
+        save_evaluation(tmp_path, name, {}, [])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_evaluation_that_cannot_be_written_is_a_run_error(tmp_path):
+    (tmp_path / EVALUATIONS).write_text("a file where the folder would go")
+    with pytest.raises(RunError, match="cannot save the evaluation"):
+        save_evaluation(tmp_path, "shop", {}, [])
+
+
+def test_zip_run_bundles_saved_evaluations(tmp_path):
+    run = fake_run(tmp_path / "run")
+    save_evaluation(run, "shop", {"accuracy": 0.5}, [{"file": "a.png"}])
+    names = zipfile.ZipFile(io.BytesIO(zip_run(run))).namelist()
+    assert "run/evaluations/shop/metrics.json" in names and "run/metrics_validation.json" in names

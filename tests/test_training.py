@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config as conftest_tiny_config
+from helpers import PROJECT_ROOT
+from helpers import tiny_config as helpers_tiny_config
 
 from clothclf.config import AugmentConfig, Paths, TrainConfig
 from clothclf.runs import list_runs, load_run
 from clothclf.serving.classifier import load_classifier
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +34,12 @@ def pretrained(tmp_path_factory) -> str:
 
 
 def tiny_config(data: Path, **overrides) -> TrainConfig:
-    """conftest's tiny run with one fine-tuning epoch of the top 10 layers (two phases, given
+    """the tiny run (conftest) with one fine-tuning epoch of the top 10 layers (two phases, given
     pretrained weights)."""
     values = dict(
         head_only=False, fine_tune_epochs=1, fine_tune_layers=10, augment=AugmentConfig(rotation=0.02)
     )
-    return conftest_tiny_config(data, **{**values, **overrides})
+    return helpers_tiny_config(data, **{**values, **overrides})
 
 
 def test_tiny_run_folder_is_complete(tiny_run):

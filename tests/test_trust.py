@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CLASSES
 from PIL import Image
 
 from clothclf.cli import main
@@ -27,7 +28,6 @@ from clothclf.serving.trust import (
     fit_thresholds,
     fit_trust,
 )
-from tests.conftest import CLASSES
 
 MAX_BANK_BYTES = 10 * 1024 * 1024
 

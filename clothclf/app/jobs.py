@@ -54,7 +54,7 @@ from clothclf.config import Limits, Paths, TrainConfig
 from clothclf.data.report import DatasetReport
 from clothclf.errors import ClothclfError, RunError
 from clothclf.modeling.backbones import get_backbone_spec
-from clothclf.runs import PARTIAL_PREFIX, new_run_name, read_json, write_json
+from clothclf.runs import PARTIAL_PREFIX, new_run_name, read_json, write_json, write_text
 
 JOBS_DIR = ".jobs"
 #: Seconds a child may run past its deadline (to reach its next batch and stop) before it is killed.
@@ -328,7 +328,7 @@ def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -
                 _remove_partial_run(previous)
             _prune_jobs(jobs_dir, KEEP_JOBS - 1)
             job = _launch(config, paths, jobs_dir, (limits or Limits()).max_training_minutes, report)
-            _write_text(jobs_dir / "current", job.id)
+            write_text(jobs_dir / "current", job.id)
     except OSError as exc:
         raise RunError(f"could not start a training job in {jobs_dir}: {exc}") from exc
     return job
@@ -384,14 +384,8 @@ def _reap(process: subprocess.Popen, folder: Path, cleanup: Callable[[], None]) 
     then ``cleanup`` (delete the uploaded dataset it trained on) however it ended."""
     code = process.wait()
     with contextlib.suppress(OSError):
-        _write_text(folder / "exit_code", str(code))
+        write_text(folder / "exit_code", str(code))
     cleanup()
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _new_run_dir(runs_dir: Path, backbone: str) -> Path:

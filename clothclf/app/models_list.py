@@ -16,11 +16,23 @@ from typing import Any
 from clothclf.config import Paths
 from clothclf.data.datasets import IMAGE_EXTENSIONS
 from clothclf.errors import DatasetError, RunError
-from clothclf.runs import RunInfo, has_model, is_complete_run, list_runs, read_class_names, read_summary
+from clothclf.runs import (
+    SUMMARY,
+    TRAINING_SPLIT,
+    RunInfo,
+    evaluation_files,
+    is_complete_run,
+    is_model_folder,
+    list_runs,
+    read_class_names,
+    read_summary,
+    saved_evaluations,
+)
 
 log = logging.getLogger(__name__)
 
-EVAL_SPLITS = ("validation", "test")
+#: The dataset splits shown first wherever saved evaluations are listed.
+EVAL_SPLITS = (TRAINING_SPLIT, "test")
 
 
 @dataclass(frozen=True)
@@ -48,17 +60,13 @@ class ModelEntry:
         return RunInfo(self.path, self.summary) if is_complete_run(self.path) else None
 
 
-def _is_model_dir(path: Path) -> bool:
-    return (path / "class_names.json").is_file() and has_model(path)
-
-
 def describe_model(path: str | Path, *, is_default: bool = False) -> ModelEntry | None:
     """A :class:`ModelEntry` for the model folder at ``path``, or None if it holds no usable model."""
     path = Path(path)
-    if not _is_model_dir(path):
+    if not is_model_folder(path):
         return None
     try:
-        summary = read_summary(path) if (path / "run.json").is_file() else {}
+        summary = read_summary(path) if (path / SUMMARY).is_file() else {}
         names = tuple(read_class_names(path))
     except RunError as exc:
         log.warning("model %s left out: %s", path, exc)
@@ -144,12 +152,13 @@ def models_table(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
 
 
 def evaluated_splits(run: RunInfo) -> list[str]:
-    """The evaluation splits (validation, test) that have both metrics and predictions saved."""
+    """The saved evaluations with both metrics and predictions: validation and test first, then any
+    other ``clothclf evaluate`` saved (``evaluations/<name>/``), by name."""
+    named = sorted({files.name for files in saved_evaluations(run.path)} - set(EVAL_SPLITS))
     return [
-        split
-        for split in EVAL_SPLITS
-        if (run.path / f"metrics_{split}.json").is_file()
-        and (run.path / f"predictions_{split}.csv").is_file()
+        name
+        for name in (*EVAL_SPLITS, *named)
+        if (files := evaluation_files(run.path, name)) is not None and files.predictions.is_file()
     ]
 
 

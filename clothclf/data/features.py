@@ -15,7 +15,6 @@ import ctypes
 import gc
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 
 from clothclf.data.datasets import Dataset, Split, SplitOutputs, map_split
 from clothclf.modeling.models import with_feature_map
+from clothclf.runs import atomic_path
 from clothclf.serving.export import export_tflite
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
 
@@ -100,7 +100,6 @@ def cached_features(
             log.warning("feature cache file %s is damaged; recomputing", path)
     result = compute_features(model_file, dataset, split)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, features=result.features, labels=result.labels, files=np.asarray(result.files))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, features=result.features, labels=result.labels, files=np.asarray(result.files))
     return result

@@ -29,6 +29,7 @@ from clothclf.data.datasets import (
 from clothclf.data.images import load_image
 from clothclf.data.layout import Skipped
 from clothclf.errors import DatasetError
+from clothclf.runs import write_text
 
 #: A photo smaller than this on its shorter side is listed as tiny.
 TINY_SIDE = 64
@@ -224,9 +225,7 @@ def dataset_report(dataset: Dataset, cache_dir: Path | None = None) -> DatasetRe
     report = build_report(dataset)
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(report.to_dict()))
-        os.replace(tmp, cached)
+        write_text(cached, json.dumps(report.to_dict()))
     except OSError:
         pass  # a cache that cannot be written only costs time
     return report

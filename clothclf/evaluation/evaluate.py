@@ -10,7 +10,18 @@ from clothclf.data.datasets import Split, decode_split
 from clothclf.errors import DatasetError, RunError
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_arrays, prediction_rows, trust_columns
-from clothclf.runs import read_csv, read_json, write_csv, write_json
+from clothclf.runs import (
+    SUMMARY,
+    EvaluationFiles,
+    read_class_names,
+    read_csv,
+    read_json,
+    read_summary,
+    saved_evaluations,
+    training_evaluation,
+    write_csv,
+    write_json,
+)
 from clothclf.training.calibration import apply_temperature, fit_temperature
 
 
@@ -38,30 +49,38 @@ def evaluate_classifier(
 
 
 def recalibrate_run(model_dir: str | Path) -> tuple[float, float]:
-    """Fit a run's temperature again on its saved validation predictions and rescale every saved split.
+    """Fit a run's temperature again on its saved validation predictions and rescale every saved evaluation.
 
-    For runs saved before calibration existed: the probabilities in ``predictions_*.csv`` are
-    rescaled and their ``metrics_*.json`` recomputed (the answers, and so accuracy, do not change), and
-    ``run.json`` records the new temperature. Returns (old, new) temperature.
+    For runs saved before calibration existed: the saved probabilities are rescaled and their metrics
+    recomputed (the answers, and so accuracy, do not change), and the run summary records the new
+    temperature. Returns (old, new) temperature.
     """
     model_dir = Path(model_dir)
-    validation = model_dir / "predictions_validation.csv"
-    if not validation.is_file() or not (model_dir / "run.json").is_file():
-        raise RunError(f"{model_dir}: needs run.json and predictions_validation.csv to calibrate")
-    class_names = read_json(model_dir / "class_names.json")
-    summary = read_json(model_dir / "run.json")
-    val_true, val_probs = prediction_arrays(read_csv(validation), class_names)
+    validation = training_evaluation(model_dir)
+    if not validation.predictions.is_file() or not (model_dir / SUMMARY).is_file():
+        raise RunError(f"{model_dir}: needs {SUMMARY} and {validation.predictions.name} to calibrate")
+    class_names = read_class_names(model_dir)
+    summary = read_summary(model_dir)
+    val_true, val_probs = prediction_arrays(read_csv(validation.predictions), class_names)
     factor = fit_temperature(val_probs, val_true)
     old = float(summary.get("temperature", 1.0))
     new = old * factor
-    for predictions in sorted(model_dir.glob("predictions_*.csv")):
-        rows = read_csv(predictions)
-        y_true, probs = prediction_arrays(rows, class_names)
-        probs = apply_temperature(probs, factor)
-        files = [r["file"] for r in rows]
-        write_csv(predictions, prediction_rows(files, y_true, probs, class_names, trust=trust_columns(rows)))
-        metrics_file = model_dir / f"metrics_{predictions.stem.removeprefix('predictions_')}.json"
-        saved = read_json(metrics_file) if metrics_file.is_file() else {}
-        write_json(metrics_file, {**saved, **compute_metrics(y_true, probs, class_names), "temperature": new})
-    write_json(model_dir / "run.json", {**summary, "temperature": new})
+    for files in saved_evaluations(model_dir):
+        if files.predictions.is_file():
+            _rescale(files, class_names, factor, new)
+    write_json(model_dir / SUMMARY, {**summary, "temperature": new})
     return old, new
+
+
+def _rescale(files: EvaluationFiles, class_names: list[str], factor: float, temperature: float) -> None:
+    """Apply ``factor`` to one saved evaluation's probabilities and recompute its metrics."""
+    rows = read_csv(files.predictions)
+    y_true, probs = prediction_arrays(rows, class_names)
+    probs = apply_temperature(probs, factor)
+    names = [r["file"] for r in rows]
+    write_csv(
+        files.predictions, prediction_rows(names, y_true, probs, class_names, trust=trust_columns(rows))
+    )
+    saved = read_json(files.metrics) if files.metrics.is_file() else {}
+    metrics = {**saved, **compute_metrics(y_true, probs, class_names), "temperature": temperature}
+    write_json(files.metrics, metrics)

@@ -20,9 +20,22 @@ from pathlib import Path
 
 import numpy as np
 
+from clothclf.config import BACKENDS
 from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from clothclf.errors import ClothclfError, RunError
-from clothclf.runs import TRUST_FILE, read_class_names, read_summary, verify_model_files
+from clothclf.runs import (
+    CLASS_NAMES,
+    HEAD_WEIGHTS,
+    INT8_MODEL,
+    KERAS_MODEL,
+    LITERT_MODEL,
+    SUMMARY,
+    TRUST_FILE,
+    model_files,
+    read_class_names,
+    read_summary,
+    verify_model_files,
+)
 from clothclf.serving.explain import Explanation, activation_map, method_name
 from clothclf.serving.runtime import (
     DenseHead,
@@ -36,7 +49,6 @@ from clothclf.serving.runtime import (
 from clothclf.serving.trust import CONFIDENCE_ONLY_REVIEW, FeatureBank, Thresholds, thresholds_of
 from clothclf.training.calibration import apply_temperature
 
-BACKENDS = ("auto", "litert", "litert-int8", "keras")
 #: Images one worker of :meth:`Classifier.predict_stream` decodes and runs together.
 CHUNK_SIZE = 8
 
@@ -296,49 +308,43 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _model_files(model_dir: Path, backend: str) -> tuple[str, tuple[str, ...]]:
+def _model_files(model_dir: Path, backend: str) -> tuple[str, tuple[Path, ...]]:
     """The backend to use (``auto`` resolved) and the model files it loads from ``model_dir``."""
-    names = ("model.tflite", "model_int8.tflite", "features.tflite", "head.npz", "model.keras")
-    present = {name for name in names if (model_dir / name).is_file()}
+    files = model_files(model_dir)
     if backend == "auto":
-        split_model = {"features.tflite", "head.npz"} <= present
-        backend = "litert" if "model.tflite" in present or split_model else "keras"
+        backend = "litert" if files.litert or files.head_only else "keras"
     if backend == "litert-int8":
-        if "model_int8.tflite" not in present:
-            raise RunError(
-                f"{model_dir}: no model_int8.tflite (run `clothclf export --int8 --model {model_dir}`)"
-            )
-        return backend, ("model_int8.tflite",)
+        if files.int8 is None:
+            raise RunError(f"{model_dir}: no {INT8_MODEL} (run `clothclf export --int8 --model {model_dir}`)")
+        return backend, (files.int8,)
     if backend == "keras":
-        if "model.keras" not in present:
-            raise RunError(f"{model_dir}: no model.tflite nor model.keras")
-        return backend, ("model.keras",)
-    if "model.tflite" in present:
-        return backend, ("model.tflite",)
-    if {"features.tflite", "head.npz"} <= present:
-        return backend, ("features.tflite", "head.npz")
-    raise RunError(f"{model_dir}: no model.tflite (run `clothclf export --model {model_dir}`)")
+        if files.keras is None:
+            raise RunError(f"{model_dir}: no {LITERT_MODEL} nor {KERAS_MODEL}")
+        return backend, (files.keras,)
+    if files.litert is not None:
+        return backend, (files.litert,)
+    if files.features is not None and files.head is not None:
+        return backend, (files.features, files.head)
+    raise RunError(f"{model_dir}: no {LITERT_MODEL} (run `clothclf export --model {model_dir}`)")
 
 
 def _load_runner(
-    model_dir: Path, files: tuple[str, ...], threads: int, pool_size: int
+    model_dir: Path, files: tuple[Path, ...], threads: int, pool_size: int
 ) -> LiteRTRunner | FeaturesThenHead | KerasRunner:
     """The runner of ``files`` once each matches its recorded digest; a file its format library
     refuses (a damaged one, whatever the library raises) is a :class:`RunError` naming it."""
-    verify_model_files(model_dir, files)
+    verify_model_files(model_dir, [file.name for file in files])
     try:
-        if files == ("model.keras",):
-            return KerasRunner(model_dir / "model.keras")
-        if len(files) == 1 and files[0].endswith(".tflite"):  # model.tflite or model_int8.tflite
-            return LiteRTRunner(model_dir / files[0], threads, pool_size)
-        features = LiteRTRunner(model_dir / "features.tflite", threads, pool_size)
-        return FeaturesThenHead(features, DenseHead(model_dir / "head.npz"))
+        if len(files) == 2:  # a head-only run: the extractor, then the NumPy head
+            return FeaturesThenHead(LiteRTRunner(files[0], threads, pool_size), DenseHead(files[1]))
+        if files[0].suffix == ".keras":
+            return KerasRunner(files[0])
+        return LiteRTRunner(files[0], threads, pool_size)  # the float or the int8 LiteRT model
     except ClothclfError:
         raise
     except Exception as exc:
-        raise RunError(
-            f"{model_dir}: cannot load {' and '.join(files)} ({type(exc).__name__}: {exc})"
-        ) from exc
+        names = " and ".join(file.name for file in files)
+        raise RunError(f"{model_dir}: cannot load {names} ({type(exc).__name__}: {exc})") from exc
 
 
 def load_classifier(
@@ -370,9 +376,9 @@ def load_classifier(
 
         model_dir = Paths.from_env().default_model_dir
     model_dir = Path(model_dir)
-    if not (model_dir / "class_names.json").is_file():
-        raise RunError(f"{model_dir}: not a clothclf model folder (no class_names.json)")
-    summary = read_summary(model_dir) if (model_dir / "run.json").is_file() else {}
+    if not (model_dir / CLASS_NAMES).is_file():
+        raise RunError(f"{model_dir}: not a clothclf model folder (no {CLASS_NAMES})")
+    summary = read_summary(model_dir) if (model_dir / SUMMARY).is_file() else {}
     class_names = read_class_names(model_dir)
     backend, files = _model_files(model_dir, backend)
     threads = num_threads or available_cpus()
@@ -383,7 +389,7 @@ def load_classifier(
         stream_runner = functools.partial(_load_runner, model_dir, files, 1, available_cpus())
     if runner.num_outputs != len(class_names):
         raise RunError(
-            f"{model_dir}: the model has {runner.num_outputs} outputs but class_names.json {len(class_names)} classes"
+            f"{model_dir}: the model has {runner.num_outputs} outputs but {CLASS_NAMES} {len(class_names)} classes"
         )
     return Classifier(
         runner,
@@ -401,7 +407,7 @@ def load_classifier(
 
 def load_trust(model_dir: Path, summary: dict) -> Trust:
     """The thresholds in ``run.json``, the feature bank and the NumPy head of a run folder (those present)."""
-    head_file, bank_file = model_dir / "head.npz", model_dir / TRUST_FILE
+    head_file, bank_file = model_dir / HEAD_WEIGHTS, model_dir / TRUST_FILE
     head = DenseHead(head_file) if head_file.is_file() else None
     record = summary.get("trust")
     bank = FeatureBank.load(bank_file) if record and bank_file.is_file() else None

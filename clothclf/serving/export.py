@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,16 +13,22 @@ import numpy as np
 
 from clothclf.errors import RunError
 from clothclf.modeling.models import load_model, with_trust_outputs
-from clothclf.runs import record_model_digests, verify_model_files
+from clothclf.runs import (
+    INT8_MODEL,
+    KERAS_MODEL,
+    LITERT_MODEL,
+    SUMMARY,
+    atomic_path,
+    record_model_digests,
+    verify_model_files,
+)
 
 
 def export_tflite(model: keras.Model, path: str | Path) -> Path:
     """Write ``model`` as a float32 LiteRT flatbuffer at ``path`` (atomically) and return the path."""
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.tflite")
-    with contextlib.redirect_stdout(io.StringIO()):
+    with atomic_path(path) as tmp, contextlib.redirect_stdout(io.StringIO()):
         model.export(str(tmp), format="litert", verbose=False)
-    os.replace(tmp, path)
     return path
 
 
@@ -48,9 +53,8 @@ def export_tflite_int8(model: keras.Model, path: str | Path, calibration: Iterab
         converter.representative_dataset = lambda: ([image[None].astype(np.float32)] for image in calibration)
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         data = converter.convert()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.tflite")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return path
 
 
@@ -69,9 +73,9 @@ def calibration_images(
 def export_run_int8(model_dir: str | Path, data_dir: str | Path, overwrite: bool = False) -> Path:
     """Add ``model_int8.tflite`` to a run folder with ``model.keras``, calibrated on ``data_dir``'s training photos."""
     model_dir = Path(model_dir)
-    source, target = model_dir / "model.keras", model_dir / "model_int8.tflite"
+    source, target = model_dir / KERAS_MODEL, model_dir / INT8_MODEL
     if not source.is_file():
-        raise RunError(f"{model_dir}: no model.keras to quantize")
+        raise RunError(f"{model_dir}: no {KERAS_MODEL} to quantize")
     if target.is_file() and not overwrite:
         return target
     model = load_model(str(source))
@@ -86,15 +90,14 @@ def export_trust_model(model: keras.Model, path: str | Path) -> Path:
 def export_run(model_dir: str | Path, overwrite: bool = False) -> Path:
     """Add ``model.tflite`` to a run folder that has only ``model.keras`` (older runs)."""
     model_dir = Path(model_dir)
-    source = model_dir / "model.keras"
-    target = model_dir / "model.tflite"
+    source, target = model_dir / KERAS_MODEL, model_dir / LITERT_MODEL
     if not source.is_file():
-        raise RunError(f"{model_dir}: no model.keras to export")
+        raise RunError(f"{model_dir}: no {KERAS_MODEL} to export")
     if target.is_file() and not overwrite:
         return target
-    verify_model_files(model_dir, ["model.keras"])
+    verify_model_files(model_dir, [KERAS_MODEL])
     export_trust_model(load_model(str(source)), target)
-    if (model_dir / "run.json").is_file():
+    if (model_dir / SUMMARY).is_file():
         record_model_digests(model_dir)  # the new model.tflite is checked on load like the others
     return target
 
@@ -116,7 +119,6 @@ def export_head(head: keras.Model, path: str | Path) -> Path:
         elif not isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
             raise ValueError(f"cannot export a head with a {type(layer).__name__} layer")
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, activations=np.asarray(activations), **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez(tmp, activations=np.asarray(activations), **arrays)
     return path

@@ -18,18 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from clothclf.errors import ClothclfError
+from clothclf.runs import CLASS_NAMES, SERVING_FILES
 
 #: Photos per ``map_batches`` call (one actor decodes and classifies them as one stream).
 RAY_BATCH_SIZE = 64
-#: A model folder's files a worker needs to serve it (whichever of them exist).
-SERVING_FILES = (
-    "class_names.json",
-    "run.json",
-    "model.tflite",
-    "model_int8.tflite",
-    "features.tflite",
-    "head.npz",
-)
 
 
 def model_files(model_dir: str | os.PathLike | None) -> dict[str, bytes]:
@@ -40,8 +32,8 @@ def model_files(model_dir: str | os.PathLike | None) -> dict[str, bytes]:
         model_dir = Paths.from_env().default_model_dir
     folder = Path(model_dir)
     files = {name: (folder / name).read_bytes() for name in SERVING_FILES if (folder / name).is_file()}
-    if "class_names.json" not in files:
-        raise ClothclfError(f"{folder}: not a clothclf model folder (no class_names.json)")
+    if CLASS_NAMES not in files:
+        raise ClothclfError(f"{folder}: not a clothclf model folder (no {CLASS_NAMES})")
     return files
 
 

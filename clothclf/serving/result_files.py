@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from clothclf.errors import ClothclfError
+from clothclf.runs import atomic_path
 from clothclf.serving.classifier import Prediction
 
 SUFFIXES = (".csv", ".jsonl", ".parquet")
@@ -149,15 +150,13 @@ class ParquetFile:
         schema = pa.schema(
             [(name, pa.float64() if name in _FLOAT_COLUMNS else pa.string()) for name in columns()]
         )
-        tmp = self._path.with_name(f".{self._path.name}.{os.getpid()}.tmp")
-        with self._pq.ParquetWriter(tmp, schema) as writer:
+        with atomic_path(self._path) as tmp, self._pq.ParquetWriter(tmp, schema) as writer:
             if self._resume and self._path.exists():
                 for batch in self._pq.ParquetFile(self._path).iter_batches():
                     writer.write_batch(batch.cast(schema))
             for rows in _journal_chunks(self._journal_path):
                 cells = [{n: _parquet_cell(n, row.get(n)) for n in columns()} for row in rows]
                 writer.write_table(pa.Table.from_pylist(cells, schema=schema))
-        os.replace(tmp, self._path)
         self._journal_path.unlink()
 
 

@@ -40,7 +40,17 @@ from clothclf.errors import RunError
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
 from clothclf.modeling.models import build_model, get_backbone_spec, load_model, unfreeze_top_layers
-from clothclf.runs import PARTIAL_PREFIX, atomic_run_dir, new_run_name, write_evaluation, write_run
+from clothclf.runs import (
+    FEATURES_MODEL,
+    HEAD_WEIGHTS,
+    KERAS_MODEL,
+    LITERT_MODEL,
+    PARTIAL_PREFIX,
+    atomic_run_dir,
+    new_run_name,
+    write_evaluation,
+    write_run,
+)
 from clothclf.serving.export import export_head, export_trust_model
 from clothclf.serving.runtime import DenseHead
 from clothclf.training.calibration import apply_temperature, fit_temperature
@@ -324,9 +334,9 @@ def build(run: TrainingRun, strategy: tf.distribute.Strategy) -> keras.Model:
 
 def load_weights_of_run(model: keras.Model, run_dir: Path) -> None:
     """Set ``model``'s weights to those of the run's ``model.keras`` (any image size, same layers)."""
-    source = run_dir / "model.keras"
+    source = run_dir / KERAS_MODEL
     if not source.is_file():
-        raise RunError(f"{run_dir} has no model.keras to start from")
+        raise RunError(f"{run_dir} has no {KERAS_MODEL} to start from")
     weights = load_model(str(source)).get_weights()
     if [w.shape for w in model.get_weights()] != [w.shape for w in weights]:
         raise RunError(f"{run_dir}: its model has other layers than this configuration builds")
@@ -497,12 +507,12 @@ def save(
     metrics, rows = _evaluation(run, validation, temperature)
     if test is not None and len(test.labels):
         write_evaluation(run.work, "test", *_evaluation(run, test, temperature))
-    model.save(run.work / "model.keras")
+    model.save(run.work / KERAS_MODEL)
     if features_model is None:
-        export_trust_model(model, run.work / "model.tflite")
+        export_trust_model(model, run.work / LITERT_MODEL)
     else:
-        shutil.copyfile(features_model, run.work / "features.tflite")
-    export_head(model.get_layer("head"), run.work / "head.npz")
+        shutil.copyfile(features_model, run.work / FEATURES_MODEL)
+    export_head(model.get_layer("head"), run.work / HEAD_WEIGHTS)
     seconds = round(time.monotonic() - run.started, 1)
     write_run(
         run.work,
@@ -529,9 +539,9 @@ def fit_trust_scores(
             cached_features(extractor_file, run.dataset, s, **cache).features for s in ("train", "validation")
         )
     else:
-        model_file = run.work / "model.tflite"
+        model_file = run.work / LITERT_MODEL
         train, val = (features_of(model_file, run.images(s).images) for s in ("train", "validation"))
-    logits = DenseHead(run.work / "head.npz").logits
+    logits = DenseHead(run.work / HEAD_WEIGHTS).logits
     write_trust(run.work, logits, train, val, probs, labels, run.config.accept_accuracy)
 
 

@@ -16,7 +16,19 @@ import numpy as np
 from clothclf.data.datasets import Dataset, create_dataset, decode_split
 from clothclf.errors import RunError
 from clothclf.modeling.models import load_model, with_feature_map
-from clothclf.runs import TRUST_FILE, read_json, record_model_digests, verify_model_files, write_json
+from clothclf.runs import (
+    CONFIG,
+    FEATURES_MODEL,
+    HEAD_WEIGHTS,
+    KERAS_MODEL,
+    LITERT_MODEL,
+    SUMMARY,
+    TRUST_FILE,
+    read_json,
+    record_model_digests,
+    verify_model_files,
+    write_json,
+)
 from clothclf.serving.classifier import Classifier, load_classifier
 from clothclf.serving.export import export_head, export_tflite, export_trust_model
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
@@ -32,18 +44,16 @@ def _outputs_missing(path: Path, names: tuple[str, ...]) -> bool:
 
 def add_trust_outputs(model_dir: Path) -> list[str]:
     """Re-export what lacks the feature outputs, and write ``head.npz``; the names of the files written."""
-    keras_file = model_dir / "model.keras"
-    tflite, features_file, head_file = (
-        model_dir / n for n in ("model.tflite", "features.tflite", "head.npz")
-    )
+    keras_file = model_dir / KERAS_MODEL
+    tflite, features_file, head_file = (model_dir / n for n in (LITERT_MODEL, FEATURES_MODEL, HEAD_WEIGHTS))
     stale = (tflite.is_file() and _outputs_missing(tflite, ("features", "feature_map"))) or (
         features_file.is_file() and _outputs_missing(features_file, ("feature_map",))
     )
     if not (stale or not head_file.is_file()):
         return []
     if not keras_file.is_file():
-        raise RunError(f"{model_dir}: no model.keras to add feature outputs from")
-    verify_model_files(model_dir, ["model.keras"])
+        raise RunError(f"{model_dir}: no {KERAS_MODEL} to add feature outputs from")
+    verify_model_files(model_dir, [KERAS_MODEL])
     model = load_model(str(keras_file))
     written = []
     if tflite.is_file() and stale:
@@ -90,19 +100,18 @@ def write_trust(
         accept_accuracy=accept_accuracy,
     )
     bank.save(model_dir / TRUST_FILE)
-    summary = read_json(model_dir / "run.json")
-    write_json(model_dir / "run.json", {**summary, "trust": record})
+    summary = read_json(model_dir / SUMMARY)
+    write_json(model_dir / SUMMARY, {**summary, "trust": record})
     return record
 
 
 def upgrade_run(model_dir: str | Path, data_dir: str | Path, accept_accuracy: float | None = None) -> dict:
     """Add trust scores to a saved run (see the module docstring); the ``trust`` record of ``run.json``."""
     model_dir = Path(model_dir)
-    if not (model_dir / "run.json").is_file():
-        raise RunError(f"{model_dir}: not a run folder (no run.json)")
-    train_options = (
-        read_json(model_dir / "config.json").get("train", {}) if (model_dir / "config.json").is_file() else {}
-    )
+    if not (model_dir / SUMMARY).is_file():
+        raise RunError(f"{model_dir}: not a run folder (no {SUMMARY})")
+    config_file = model_dir / CONFIG
+    train_options = read_json(config_file).get("train", {}) if config_file.is_file() else {}
     accept_accuracy = accept_accuracy or float(train_options.get("accept_accuracy", DEFAULT_ACCEPT_ACCURACY))
     dataset = create_dataset(
         data_dir,

@@ -1,0 +1,55 @@
+"""What tests build, in one place: paths, tiny synthetic images and datasets, encoded photos, tiny configs.
+
+Fixtures live in ``conftest.py``; plain helpers live here and are imported as ``from helpers import ...``.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASET = PROJECT_ROOT.parent / "shared" / "data" / "clothing-dataset-small"
+CLASSES = ("red", "green", "blue")
+
+
+def make_image(class_index: int, rng: np.random.Generator, size: int = 24) -> Image.Image:
+    """A noisy image whose dominant colour channel is its class: learnable in one epoch."""
+    array = rng.integers(0, 80, (size, size, 3)).astype(np.uint8)
+    array[..., class_index] += 150
+    return Image.fromarray(array)
+
+
+def write_dataset(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:
+    """A dataset with train/validation/test folders (or a flat class folder if per_split has key '')."""
+    rng = np.random.default_rng(seed)
+    for split, count in per_split.items():
+        for ci, name in enumerate(CLASSES):
+            folder = root / split / name if split else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                make_image(ci, rng).save(folder / f"{name}_{i}.png")
+    return root
+
+
+def noisy_png(class_index: int = 0, seed: int = 0) -> bytes:
+    """A PNG of :func:`make_image` (24 px, its class's colour dominant)."""
+    buffer = io.BytesIO()
+    make_image(class_index, np.random.default_rng(seed)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def tiny_config(dataset: Path, **changes):
+    """A 32 px MobileNetV2 without ImageNet weights, head only: the cheapest real training run."""
+    from clothclf.config import TrainConfig
+
+    values = dict(weights=None, image_size=32, batch_size=8, epochs=2, head_only=True, lr=1e-2)
+    return TrainConfig(data_dir=str(dataset), **{**values, **changes})
+
+
+def long_config(dataset: Path):
+    """Head training that would run for minutes (no early stopping), to be cancelled or killed."""
+    return tiny_config(dataset, epochs=500, patience=1000)
