@@ -264,8 +264,8 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
     result = train(config, args.out, paths=paths, verbose=verbose)
     summary = {
-        "val_accuracy": result.best_val_accuracy,
-        "final_val_accuracy": result.val_accuracy,
+        "val_accuracy": result.val_accuracy,
+        "best_epoch_val_accuracy": result.best_epoch_val_accuracy,
         "epochs": result.epochs,
         "seconds": round(result.seconds, 1),
         "run_dir": str(result.run_dir) if result.run_dir else None,
@@ -276,12 +276,12 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
     elif result.run_dir is None:
         print(
             f"trained in step with the chief, which saves the run: {result.epochs} epochs, best validation "
-            f"accuracy {result.best_val_accuracy:.4f}, weights {result.weights_digest}, {result.seconds:.0f} s"
+            f"accuracy {result.best_epoch_val_accuracy:.4f}, weights {result.weights_digest}, {result.seconds:.0f} s"
         )
     else:
         print(
             f"saved {result.run_dir}: validation accuracy {result.val_accuracy:.4f} "
-            f"(best epoch {result.best_val_accuracy:.4f}), {result.epochs} epochs, {result.seconds:.0f} s"
+            f"(best epoch {result.best_epoch_val_accuracy:.4f}), {result.epochs} epochs, {result.seconds:.0f} s"
         )
     return 0
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from clothclf.modeling.backbones import BACKBONES
 
+#: Bytes in a megabyte (sizes and limits are given in MB).
+MB = 1024 * 1024
 #: How a model folder can be served (see :func:`clothclf.serving.classifier.load_classifier`).
 BACKENDS = ("auto", "litert", "litert-int8", "keras")
 

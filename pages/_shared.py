@@ -52,6 +52,11 @@ def session_model_dir() -> str:
     return st.session_state[MODEL_KEY]
 
 
+def use_model(path: str) -> None:
+    """Button callback: make ``path`` this session's model (before the sidebar is drawn again)."""
+    st.session_state[MODEL_KEY] = path
+
+
 def _mtime(path: Path) -> float:
     return path.stat().st_mtime if path.exists() else 0.0
 

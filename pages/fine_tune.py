@@ -21,14 +21,15 @@ from clothclf.errors import RunError
 from clothclf.evaluation import plots
 from clothclf.modeling.backbones import BACKBONES, weights_cached
 from clothclf.runs import CLASS_NAMES, CONFIG, TRAINING_SPLIT, RunInfo, load_run, zip_run
+from clothclf.training.phases import FIT_PHASES
 from pages._shared import (
     CHART_CONFIG,
-    MODEL_KEY,
     read_artifact,
     read_evaluation,
     require_app_navigation,
     session_model_dir,
     show_error,
+    use_model,
 )
 from pages._widgets import option_input
 
@@ -110,11 +111,6 @@ def show_report(report: DatasetReport) -> None:
         )
 
 
-def use_model(path: str) -> None:
-    """Button callback: make ``path`` this session's model (before the sidebar is drawn again)."""
-    st.session_state[MODEL_KEY] = path
-
-
 def progress_text(status: JobStatus) -> str:
     text = PHASES.get(status.phase, status.phase.replace("_", " ").capitalize() or "Waiting")
     if status.epochs:
@@ -139,7 +135,7 @@ def live_progress(job: Job) -> None:
     elapsed.metric("Elapsed", duration(status.elapsed))
     eta.metric(
         "Time left (estimate)",
-        duration(status.eta) if status.phase in ("head", "fine_tune", "train") else "—",
+        duration(status.eta) if status.phase in FIT_PHASES else "—",
     )
     last_val = status.history[-1].get("val_accuracy") if status.history else None
     accuracy.metric("Validation accuracy (last epoch)", f"{last_val:.1%}" if last_val is not None else "—")

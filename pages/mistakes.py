@@ -7,12 +7,12 @@ import streamlit as st
 
 from clothclf.app.models_list import dataset_root_for
 from clothclf.app.tables import display_name, select_predictions
+from clothclf.config import MB
 from clothclf.evaluation.metrics import most_confused
 from pages._shared import evaluated_run_picker, paginate, photo_grid, require_app_navigation, show_error
 
 PER_PAGE = 12
 ANY = "Any"
-MB = 1024 * 1024
 
 
 def offer_download() -> None:

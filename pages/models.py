@@ -10,20 +10,15 @@ from clothclf.evaluation import plots
 from clothclf.runs import HISTORY, TRAINING_SPLIT
 from pages._shared import (
     CHART_CONFIG,
-    MODEL_KEY,
     read_artifact,
     read_evaluation,
     require_app_navigation,
     session_model_dir,
+    use_model,
 )
 
 #: Percentages with one decimal everywhere (the table holds them as 0–100).
 PERCENT = st.column_config.NumberColumn(format="%.1f%%")
-
-
-def use_model(path: str) -> None:
-    """Button callback: make ``path`` this session's model (before the sidebar is drawn again)."""
-    st.session_state[MODEL_KEY] = path
 
 
 def validation_f1(entry: ModelEntry) -> dict:

@@ -23,7 +23,7 @@ from clothclf.app.tables import page_count, page_of, per_class_rows, select_pred
 from clothclf.config import Paths
 from clothclf.errors import DatasetError
 from clothclf.evaluation.predictions import parse_top3, prediction_arrays
-from clothclf.runs import load_run, read_json, write_json
+from clothclf.runs import load_run, read_json, save_evaluation, write_json
 
 ROWS = [
     {
@@ -105,6 +105,15 @@ def test_only_models_of_the_same_classes_are_compared_class_by_class(tiny_run, t
 
 def test_evaluated_splits(tiny_run):
     assert evaluated_splits(load_run(tiny_run)) == ["validation", "test"]
+
+
+def test_evaluated_splits_list_saved_evaluations_after_the_splits(tiny_run, tmp_path):
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    rows = load_run(run).predictions("test")
+    save_evaluation(run, "shop", {**read_json(run / "metrics_test.json"), "split": "shop"}, rows)
+    save_evaluation(run, "attic", {"accuracy": 0.5}, rows)
+    assert evaluated_splits(load_run(run)) == ["validation", "test", "attic", "shop"]
+    assert load_run(run).metrics("shop")["split"] == "shop"
 
 
 def test_dataset_root_prefers_the_recorded_root_then_the_default(tiny_run, tmp_path, monkeypatch):

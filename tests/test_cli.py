@@ -39,6 +39,9 @@ def test_train_json(synthetic_dataset, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"val_accuracy", "epochs", "seconds", "run_dir"} <= set(summary)
     assert summary["run_dir"] == str(out) and summary["epochs"] == 1
+    saved = json.loads((out / "run.json").read_text())  # the saved model's accuracy, not the best epoch's
+    assert summary["val_accuracy"] == saved["val_accuracy"]
+    assert summary["best_epoch_val_accuracy"] == saved["best_val_accuracy"]
     config = json.loads((out / "config.json").read_text())["train"]
     assert config["head_only"] and config["weights"] is None and config["image_size"] == 32
 

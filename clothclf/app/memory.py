@@ -12,12 +12,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from clothclf.config import TrainConfig
+from clothclf.config import MB, TrainConfig
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 #: Limits at or above this many bytes mean "no limit" (cgroup v1 writes a huge number).
 _UNLIMITED = 1 << 60
-MB = 1024 * 1024
 
 #: Measured peaks (MB) of ``clothclf train`` runs with MobileNetV2 on the default dataset, cold
 #: feature cache (scripts/measure_memory.py train; docs/memory.md).

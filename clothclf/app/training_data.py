@@ -17,8 +17,8 @@ import shutil
 from pathlib import Path
 from typing import IO
 
-from clothclf.config import Limits, Paths, TrainConfig
-from clothclf.data.archives import DEFAULT_LIMITS, MB, safe_extract_zip
+from clothclf.config import MB, Limits, Paths, TrainConfig
+from clothclf.data.archives import DEFAULT_LIMITS, safe_extract_zip
 from clothclf.data.report import DatasetReport, training_report
 from clothclf.errors import DatasetError
 

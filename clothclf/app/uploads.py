@@ -12,14 +12,15 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
-from clothclf.config import Limits
+from clothclf.config import MB, Limits
 from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image, load_preview
+from clothclf.data.layout import IMAGE_EXTENSIONS
 from clothclf.errors import ClothclfError
 from clothclf.serving.classifier import Classifier, Prediction
 from clothclf.serving.explain import overlay
 
-MB = 1024 * 1024
-UPLOAD_TYPES = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
+#: What the upload widget accepts: the dataset reader's image extensions, without the dot.
+UPLOAD_TYPES = tuple(sorted(ext.removeprefix(".") for ext in IMAGE_EXTENSIONS))
 #: An uploaded file: its bytes, a binary file object (read without copying it) or a path.
 Upload = bytes | bytearray | memoryview | IO[bytes] | str | os.PathLike
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 from clothclf.app.jobs import Job, JobStatus
 from clothclf.config import Paths, TrainConfig
 from clothclf.runs import write_json
+from clothclf.training.phases import FIT_PHASES
 
 if TYPE_CHECKING:
     from clothclf.training.callbacks import ProgressEvent
 
 log = logging.getLogger(__name__)
 
-FIT_PHASES = frozenset({"head", "fine_tune", "train"})
 #: Least seconds between two status writes within one epoch.
 STATUS_INTERVAL = 0.5
 MAX_ERROR_CHARS = 600
@@ -124,7 +124,10 @@ def run_job(job: Job, stop: threading.Event) -> JobStatus:
         elapsed=result.seconds,
         eta=0.0,
         run_dir=str(result.run_dir),
-        metrics={"val_accuracy": result.val_accuracy, "best_val_accuracy": result.best_val_accuracy},
+        metrics={
+            "val_accuracy": result.val_accuracy,
+            "best_epoch_val_accuracy": result.best_epoch_val_accuracy,
+        },
     )
 
 

@@ -23,10 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO
 
-from clothclf.config import Limits
+from clothclf.config import MB, Limits
 from clothclf.errors import DatasetError, LimitExceededError
 
-MB = 1024 * 1024
 #: Entries smaller than this are not ratio-checked: tiny text files can compress very well.
 RATIO_CHECK_MIN_BYTES = 64 * 1024
 #: Deflate decompresses in bounded chunks; bzip2 and lzma may not, so they are refused.

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 
+from clothclf.config import MB
 from clothclf.errors import ClothclfError, InvalidImageError, LimitExceededError
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | IO[bytes] | Image.Image | np.ndarray
@@ -48,7 +49,6 @@ MAX_DECODE_MB = 120
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 RESAMPLE = Image.Resampling.BILINEAR
 
-MB = 1024 * 1024
 #: Pixels converted to RGB at a time (a band of rows; float temporaries stay a few MB).
 _BAND_PIXELS = 1 << 18
 #: Bytes per pixel of Pillow's in-memory modes (every other mode takes 4).

@@ -22,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from clothclf.errors import RunError
+from clothclf.training.calibration import softmax
 
 
 def available_cpus() -> int:
@@ -166,13 +167,8 @@ class LiteRTRunner:
         return ModelOutputs(arrays["main"], arrays.get("features"), arrays.get("feature_map"))
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    exp = np.exp(x - x.max(axis=-1, keepdims=True))
-    return exp / exp.sum(axis=-1, keepdims=True)
-
-
 #: The activations a saved head may use (see :func:`clothclf.serving.export.export_head`).
-HEAD_ACTIVATIONS = {"linear": lambda x: x, "relu": lambda x: np.maximum(x, 0.0), "softmax": _softmax}
+HEAD_ACTIVATIONS = {"linear": lambda x: x, "relu": lambda x: np.maximum(x, 0.0), "softmax": softmax}
 
 
 class DenseHead:

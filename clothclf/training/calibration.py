@@ -24,9 +24,13 @@ def apply_temperature(probs: np.ndarray, temperature: float) -> np.ndarray:
         raise ValueError(f"temperature must be positive, not {temperature}")
     if temperature == 1.0:
         return probs
-    logits = np.log(np.clip(probs, _FLOOR, 1.0)) / temperature
+    return softmax(np.log(np.clip(probs, _FLOOR, 1.0)) / temperature).astype(probs.dtype)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities of ``logits`` along the last axis (shifted by the row maximum, so never overflowing)."""
     exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return (exp / exp.sum(axis=-1, keepdims=True)).astype(probs.dtype)
+    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def _negative_log_likelihood(probs: np.ndarray, labels: np.ndarray, temperature: float) -> float:

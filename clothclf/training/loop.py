@@ -69,13 +69,15 @@ class TrainingCancelled(Exception):
 class TrainResult:
     """Where the run was saved and its headline numbers.
 
-    A multi-worker run's other workers save nothing: their ``run_dir`` and ``val_accuracy`` are None;
-    ``weights_digest`` shows that they ended with the chief's weights.
+    ``val_accuracy`` is the saved model's (the best epoch's weights, restored, scored as serving scores
+    them); ``best_epoch_val_accuracy`` the highest Keras logged over the epochs. A multi-worker run's
+    other workers save nothing: their ``run_dir`` and ``val_accuracy`` are None; ``weights_digest``
+    shows that they ended with the chief's weights.
     """
 
     run_dir: Path | None
     val_accuracy: float | None
-    best_val_accuracy: float
+    best_epoch_val_accuracy: float
     epochs: int
     seconds: float
     weights_digest: str
