@@ -12,7 +12,7 @@ from clothclf.cli import main
 from clothclf.evaluation.evaluate import recalibrate_run
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
-from clothclf.runs import read_json, write_csv, write_json
+from clothclf.runs import evaluation_files, read_json, save_evaluation, write_csv, write_json
 from clothclf.serving.classifier import load_classifier
 from clothclf.training.calibration import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 
@@ -97,3 +97,24 @@ def test_recalibrate_an_older_run_and_the_cli(tmp_path, capsys):
     (run / "predictions_validation.csv").unlink()
     assert main(["calibrate", "--model", str(run)]) == 1
     assert "predictions_validation.csv" in capsys.readouterr().err
+
+
+def test_recalibrating_rescales_saved_evaluations_too(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    write_json(run / "class_names.json", list(NAMES))
+    write_json(run / "run.json", {"status": "complete"})
+    for split, seed in (("validation", 2), ("shop", 4)):
+        probs, labels = overconfident(400, 3.0, seed)
+        rows = prediction_rows([f"{i}.jpg" for i in range(len(labels))], labels, probs, NAMES)
+        metrics = {**compute_metrics(labels, probs, NAMES), "split": split}
+        if split == "validation":
+            write_csv(run / "predictions_validation.csv", rows)
+            write_json(run / "metrics_validation.json", metrics)
+        else:
+            save_evaluation(run, split, metrics, rows)
+    before = read_json(evaluation_files(run, "shop").metrics)
+    _, new = recalibrate_run(run)
+    after = read_json(run / "evaluations" / "shop" / "metrics.json")
+    assert after["temperature"] == new and after["split"] == "shop"
+    assert after["accuracy"] == before["accuracy"] and after["ece"] < before["ece"] / 2
