@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import CLASSES
 from PIL import Image
 
 from clothclf.app.tables import display_name, results_csv, results_table, status_counts
 from clothclf.app.uploads import classify_uploads, preview, square_thumbnail
 from clothclf.config import Limits
 from clothclf.serving.classifier import Classifier, load_classifier
-
-CLASSES = ("red", "green", "blue")
 
 
 def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (20, 16)) -> bytes:

@@ -137,3 +137,17 @@ def test_no_function_is_longer_than_sixty_lines(name):
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert long == []
+
+
+def test_tests_share_their_helpers_instead_of_redefining_them():
+    shared = {"PROJECT_ROOT", "SHARED_DATASET", "CLASSES", "make_image", "write_dataset", "tiny_config"}
+    redefined = [
+        f"{name}:{node.lineno}"
+        for name, tree in modules("tests").items()
+        if name != "tests/helpers.py"
+        for node in tree.body
+        if (isinstance(node, ast.Assign) and {getattr(t, "id", None) for t in node.targets} & shared)
+        or (isinstance(node, ast.FunctionDef | ast.ClassDef) and node.name in shared)
+        or any(m.split(".")[-1] == "conftest" for m in imported(node))
+    ]
+    assert redefined == []

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import PROJECT_ROOT
-from helpers import tiny_config as helpers_tiny_config
+from helpers import PROJECT_ROOT, tiny_config
 
 from clothclf.config import AugmentConfig, Paths, TrainConfig
 from clothclf.runs import list_runs, load_run
@@ -33,13 +32,13 @@ def pretrained(tmp_path_factory) -> str:
     return str(path)
 
 
-def tiny_config(data: Path, **overrides) -> TrainConfig:
-    """the tiny run (conftest) with one fine-tuning epoch of the top 10 layers (two phases, given
-    pretrained weights)."""
+def two_phase_config(data: Path, **overrides) -> TrainConfig:
+    """The tiny run (``helpers.tiny_config``) with one fine-tuning epoch of the top 10 layers (two
+    phases, given pretrained weights)."""
     values = dict(
         head_only=False, fine_tune_epochs=1, fine_tune_layers=10, augment=AugmentConfig(rotation=0.02)
     )
-    return helpers_tiny_config(data, **{**values, **overrides})
+    return tiny_config(data, **{**values, **overrides})
 
 
 def test_tiny_run_folder_is_complete(tiny_run):
@@ -65,7 +64,7 @@ def test_two_phase_training_with_progress(synthetic_dataset, tmp_path, pretraine
     from clothclf.training.loop import train
 
     events = []
-    config = tiny_config(synthetic_dataset, weights=pretrained)
+    config = two_phase_config(synthetic_dataset, weights=pretrained)
     result = train(config, tmp_path / "run", progress=events.append)
     phases = [row["phase"] for row in load_run(result.run_dir).history()]
     assert phases == ["head", "head", "fine_tune"]
@@ -92,7 +91,7 @@ def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path, monkeypat
 
     cache_dir = tmp_path / "own-cache"
     monkeypatch.setenv("CLOTHCLF_CACHE_DIR", str(cache_dir))
-    config = tiny_config(synthetic_dataset, head_only=True)
+    config = two_phase_config(synthetic_dataset, head_only=True)
     train(config, tmp_path / "a")
     cached = sorted(cache_dir.glob("*.npz")) + sorted(cache_dir.glob("*.tflite"))
     assert len(cached) == 4  # train, validation and test features, and the extractor's LiteRT model
@@ -104,7 +103,7 @@ def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path, monkeypat
 def test_custom_cnn_trains_from_scratch(synthetic_dataset, tmp_path):
     from clothclf.training.loop import train
 
-    result = train(tiny_config(synthetic_dataset, backbone="custom_cnn", epochs=1), tmp_path / "cnn")
+    result = train(two_phase_config(synthetic_dataset, backbone="custom_cnn", epochs=1), tmp_path / "cnn")
     assert [row["phase"] for row in load_run(result.run_dir).history()] == ["train"]
 
 
@@ -115,8 +114,8 @@ def test_a_backbone_without_pretrained_weights_trains_whole_from_scratch(synthet
     from clothclf.modeling.models import backbone_layers, build_model
     from clothclf.training.loop import _plan
 
-    assert _plan(tiny_config(synthetic_dataset, weights=None, epochs=3)) == (("train", 3),)
-    assert _plan(tiny_config(synthetic_dataset, weights=pretrained))[0] == ("head", 2)
+    assert _plan(two_phase_config(synthetic_dataset, weights=None, epochs=3)) == (("train", 3),)
+    assert _plan(two_phase_config(synthetic_dataset, weights=pretrained))[0] == ("head", 2)
     keras.utils.set_random_seed(0)
     model = build_model("mobilenet_v2", 3, image_size=32, weights=None)
     before = [w.copy() for w in backbone_layers(model).get_weights()]
@@ -138,7 +137,7 @@ def test_stop_event_cancels_and_saves_nothing(synthetic_dataset, tmp_path, pretr
             stop.set()
 
     with pytest.raises(TrainingCancelled):
-        config = tiny_config(synthetic_dataset, weights=pretrained)
+        config = two_phase_config(synthetic_dataset, weights=pretrained)
         train(config, tmp_path / "runs" / "x", progress=hook, stop=stop)
     assert not (tmp_path / "runs" / "x").exists()
     assert list((tmp_path / "runs").iterdir()) == []  # no partial folder left either
@@ -149,7 +148,7 @@ def test_invalid_config_is_a_value_error(synthetic_dataset):
     from clothclf.training.loop import train
 
     with pytest.raises(ValueError, match="image_size"):
-        train(tiny_config(synthetic_dataset, image_size=8))
+        train(two_phase_config(synthetic_dataset, image_size=8))
 
 
 def test_mirrored_strategy_on_two_logical_cpus(synthetic_dataset, tmp_path, pretrained):
