@@ -55,7 +55,6 @@ PHASES = {
     "starting": "Starting the training process (loading TensorFlow)",
     "features": "Computing backbone features (cached for the next run)",
     "head": "Training the classification head",
-    "decoding": "Decoding images",
     "fine_tune": "Fine-tuning the top backbone layers",
     "train": "Training the whole network",
     "evaluating": "Evaluating on the validation set, then saving and exporting the model",

@@ -70,7 +70,7 @@ def test_two_phase_training_with_progress(synthetic_dataset, tmp_path, pretraine
     assert phases == ["head", "head", "fine_tune"]
     assert result.epochs == 3
     seen = {event.phase for event in events}
-    assert {"features", "head", "decoding", "fine_tune", "evaluating"} <= seen
+    assert {"features", "head", "fine_tune", "evaluating"} <= seen  # photos stream: no decoding phase
     fractions = [event.fraction for event in events]
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert any(event.batch > 0 and event.batches > 0 for event in events)

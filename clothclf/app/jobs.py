@@ -70,7 +70,7 @@ class JobStatus:
     """A snapshot of a job: what the child last wrote, or ``failed`` if its process died first.
 
     ``state`` is starting, running, cancelling, finished, failed or cancelled. ``phase`` is the
-    training step (features, head, decoding, fine_tune, train, evaluating); ``epoch`` and
+    training step (features, head, fine_tune, train, evaluating, trust); ``epoch`` and
     ``batch`` count within that phase; ``fraction`` is the share of all planned epochs done;
     ``eta`` (seconds) extrapolates the current phase's pace and is None when unknown.
     """

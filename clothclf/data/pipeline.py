@@ -1,12 +1,24 @@
-"""tf.data input pipelines over decoded splits (see ``datasets.decode_split``): cache, shuffle, augment, prefetch."""
+"""tf.data input pipelines that hold no split in TensorFlow's memory: batches of feature arrays taken
+in place (the head), or a split's photos streamed from disk through the one decoder (fine-tuning);
+shuffled anew each epoch, augmented if asked, prefetched."""
 
 from __future__ import annotations
+
+import logging
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from clothclf.config import AugmentConfig
+from clothclf.data.datasets import Split
+from clothclf.data.images import load_image
+from clothclf.errors import ClothclfError
+
+log = logging.getLogger(__name__)
+
+#: Batches made ahead of the one the model is working on.
+PREFETCH_BATCHES = 2
 
 
 def build_augmenter(config: AugmentConfig, seed: int = 42) -> keras.Sequential | None:
@@ -33,9 +45,71 @@ def build_augmenter(config: AugmentConfig, seed: int = 42) -> keras.Sequential |
     return keras.Sequential(steps, name="augment") if steps else None
 
 
+def _class_table(values: dict[int, float] | None, num_classes: int) -> np.ndarray | None:
+    """Per-class values as an array indexed by label (None stays None)."""
+    if values is None:
+        return None
+    return np.asarray([values.get(i, 0.0) for i in range(num_classes)], np.float32)
+
+
+def _indices(count: int, batch_size: int, shuffle: bool, seed: int) -> tf.data.Dataset:
+    """Batches of row numbers 0..count-1, in a new order each epoch if ``shuffle`` (8 bytes a row)."""
+    dataset = tf.data.Dataset.range(count)
+    if shuffle:
+        dataset = dataset.shuffle(max(count, 1), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size)
+
+
 def make_dataset(
-    images: np.ndarray,
+    features: np.ndarray,
     labels: np.ndarray,
+    num_classes: int,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    sample_weights: dict[int, float] | None = None,
+    seed: int = 42,
+) -> tf.data.Dataset:
+    """Batches of (float32 rows of ``features``, one-hot labels[, sample weights]), taken from the
+    arrays in place as they are needed.
+
+    Nothing is copied into TensorFlow (``from_tensor_slices`` would copy the arrays, and Keras' own
+    ``fit`` on arrays does too): memory holds the features once and a few batches.
+    """
+    labels = np.asarray(labels, np.int32)
+    one_hot, weights = np.eye(num_classes, dtype=np.float32), _class_table(sample_weights, num_classes)
+    count = 2 if weights is None else 3
+
+    def take(rows: np.ndarray) -> list[np.ndarray]:
+        y = labels[rows]
+        batch = [np.asarray(features[rows], np.float32), one_hot[y]]
+        return batch if weights is None else [*batch, weights[y]]
+
+    def load(rows):
+        batch = tf.numpy_function(take, [rows], [tf.float32] * count, stateful=False)
+        for tensor, shape in zip(batch, [(None, *features.shape[1:]), (None, num_classes), (None,)]):
+            tensor.set_shape(shape)
+        return tuple(batch)
+
+    return _indices(len(labels), batch_size, shuffle, seed).map(load).prefetch(PREFETCH_BATCHES)
+
+
+def _decoder(image_size: int):
+    """A NumPy function for ``tf.numpy_function``: a file path to (pixels, readable?) by the one decoder."""
+
+    def decode(path: bytes) -> tuple[np.ndarray, bool]:
+        try:
+            return load_image(path.decode(), image_size), True
+        except ClothclfError as exc:
+            log.warning("skipped an unreadable image: %s", exc)
+            return np.zeros((image_size, image_size, 3), np.uint8), False
+
+    return decode
+
+
+def make_file_dataset(
+    split: Split,
+    image_size: int,
     num_classes: int,
     batch_size: int,
     *,
@@ -44,21 +118,33 @@ def make_dataset(
     sample_weights: dict[int, float] | None = None,
     seed: int = 42,
 ) -> tf.data.Dataset:
-    """Batches of (float32 pixels 0-255, one-hot labels[, sample weights]), augmented if asked, prefetched."""
-    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
-    tensors: tuple = (images, one_hot)
-    if sample_weights is not None:
-        weights = np.asarray([sample_weights[int(y)] for y in labels], dtype=np.float32)
-        tensors = (images, one_hot, weights)
-    dataset = tf.data.Dataset.from_tensor_slices(tensors).cache()
-    if shuffle:
-        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
+    """Batches of (float32 pixels 0-255, one-hot labels[, sample weights]) read from disk and decoded
+    by :func:`clothclf.data.images.load_image` as they are needed, augmented if asked.
 
-    def to_float(x, *rest):
-        x = tf.cast(x, tf.float32)
+    Memory holds the file names and a few batches whatever the split's size; unreadable files are
+    skipped with a warning.
+    """
+    paths = np.asarray([str(p) for p in split.files], dtype=str)
+    dataset = tf.data.Dataset.from_tensor_slices((paths, np.asarray(split.labels, np.int32)))
+    if shuffle:
+        dataset = dataset.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
+    decode = _decoder(image_size)
+
+    def load(path, label):
+        pixels, readable = tf.numpy_function(decode, [path], (tf.uint8, tf.bool), stateful=False)
+        pixels.set_shape((image_size, image_size, 3))
+        return pixels, label, readable
+
+    dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    dataset = dataset.filter(lambda pixels, label, readable: readable).batch(batch_size)
+    one_hot = tf.eye(num_classes, dtype=tf.float32)
+    weights = _class_table(sample_weights, num_classes)
+
+    def to_float(pixels, label, readable):
+        x = tf.cast(pixels, tf.float32)
         if augmenter is not None:
             x = tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0)
-        return (x, *rest)
+        y = tf.gather(one_hot, label)
+        return (x, y) if weights is None else (x, y, tf.gather(weights, label))
 
-    return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(PREFETCH_BATCHES)

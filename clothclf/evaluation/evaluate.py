@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clothclf.data.datasets import Split, decode_split
+from clothclf.data.datasets import Split, decode_chunks, warn_skipped
 from clothclf.errors import DatasetError, RunError
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_arrays, prediction_rows, trust_columns
@@ -30,22 +30,24 @@ def evaluate_classifier(
 ) -> tuple[dict, list[dict]]:
     """Run ``classifier`` (see :mod:`clothclf.serving.classifier`) over ``split``; return (metrics, per-image rows).
 
-    Files that cannot be decoded are skipped (one warning) and listed under ``metrics["skipped"]``.
+    The split is decoded and run ``batch_size`` photos at a time (never held in memory whole). Files
+    that cannot be decoded are skipped (one warning) and listed under ``metrics["skipped"]``.
     """
-    decoded = decode_split(split, classifier.image_size)
-    if not len(decoded.labels):
+    answers, labels, files, skipped = [], [], [], []
+    for chunk in decode_chunks(split, classifier.image_size, batch_size):
+        answers += classifier.answers(chunk.images, top_k=1) if len(chunk.labels) else []
+        labels += chunk.labels.tolist()
+        files += chunk.files
+        skipped += chunk.skipped
+    warn_skipped(skipped)
+    if not answers:
         raise DatasetError("no readable images to evaluate")
-    answers = [
-        answer
-        for i in range(0, len(decoded.images), batch_size)
-        for answer in classifier.answers(decoded.images[i : i + batch_size], top_k=1)
-    ]
     names = classifier.class_names
     probs = np.asarray([[a.probabilities[name] for name in names] for a in answers])
-    metrics = compute_metrics(decoded.labels, probs, names)
-    metrics["skipped"] = list(decoded.skipped)
+    metrics = compute_metrics(np.asarray(labels), probs, names)
+    metrics["skipped"] = skipped
     trust = [(a.status, a.ood_score) for a in answers] if classifier.trust.scored else None
-    return metrics, prediction_rows(decoded.files, decoded.labels, probs, names, root=root, trust=trust)
+    return metrics, prediction_rows(files, np.asarray(labels), probs, names, root=root, trust=trust)
 
 
 def recalibrate_run(model_dir: str | Path) -> tuple[float, float]:

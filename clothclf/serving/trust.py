@@ -41,6 +41,8 @@ BANK_DIMS = 256
 CLASS_DIMS = 64
 #: Training photos added to the Gram matrix at a time when the bank is built.
 GRAM_CHUNK = 1024
+#: Query-by-bank similarities computed at a time (4 bytes each: 8 MB), whatever the number of photos.
+SIMILARITY_BLOCK = 2 * 1024 * 1024
 #: How far beyond its validation quantile the distance must be to outweigh everything else.
 DISTANCE_WEIGHT = 10.0
 
@@ -66,10 +68,15 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _kth_distance(queries: np.ndarray, bank: np.ndarray, k: int) -> np.ndarray:
-    """1 - cosine similarity of each (unit) query's k-th most similar (unit) bank row."""
-    similarity = queries @ bank.T
+    """1 - cosine similarity of each (unit) query's k-th most similar (unit) bank row, for a block of
+    queries at a time: memory holds :data:`SIMILARITY_BLOCK` similarities, not queries x bank."""
     k = min(k, bank.shape[0])
-    return 1.0 - np.partition(similarity, -k, axis=1)[:, -k]
+    rows = max(1, SIMILARITY_BLOCK // max(bank.shape[0], 1))
+    blocks = [
+        1.0 - np.partition(queries[start : start + rows] @ bank.T, -k, axis=1)[:, -k]
+        for start in range(0, len(queries), rows)
+    ]
+    return np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
 
 
 def energy(logits: np.ndarray) -> np.ndarray:
@@ -156,12 +163,13 @@ def build_bank(
     basis = basis.astype(np.float16).astype(np.float32)  # as saved
     photos = np.concatenate([_unit(_unit(chunk) @ basis) for chunk in _chunks(train_features)])
     center = photos.mean(axis=0)
-    class_basis = top_right_singular_vectors(photos - center, class_dims)
-    class_photos = _unit((photos - center) @ class_basis)
-    saved = [a.astype(np.float16).astype(np.float32) for a in (photos, class_photos)]  # fit what serving uses
+    class_basis = top_right_singular_vectors(photos, class_dims, lambda chunk: chunk - center)
+    class_photos = np.concatenate([_unit((chunk - center) @ class_basis) for chunk in _chunks(photos)])
+    for rows in (photos, class_photos):
+        rows[...] = rows.astype(np.float16)  # fit what serving uses (saved as float16), in place
     unset = np.asarray([0, 1, 0, 1, 0, 1], np.float32)
     return FeatureBank(
-        basis, saved[0], center.astype(np.float32), class_basis.astype(np.float32), saved[1], unset
+        basis, photos, center.astype(np.float32), class_basis.astype(np.float32), class_photos, unset
     )
 
 

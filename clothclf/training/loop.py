@@ -25,16 +25,9 @@ import tensorflow as tf
 
 from clothclf import __version__
 from clothclf.config import Paths, TrainConfig
-from clothclf.data.datasets import (
-    Dataset,
-    DecodedSplit,
-    class_weights,
-    create_dataset,
-    dataset_fingerprint,
-    decode_split,
-)
+from clothclf.data.datasets import Dataset, class_weights, create_dataset, dataset_fingerprint, map_split
 from clothclf.data.features import Features, cached_features, extractor_tflite
-from clothclf.data.pipeline import build_augmenter, make_dataset
+from clothclf.data.pipeline import build_augmenter, make_dataset, make_file_dataset
 from clothclf.data.report import dataset_report
 from clothclf.errors import RunError
 from clothclf.evaluation.metrics import compute_metrics
@@ -100,7 +93,7 @@ class TrainingRun:
     stop: threading.Event = field(default_factory=threading.Event)
     verbose: int = 0
     history: list[dict] = field(default_factory=list)
-    decoded: dict[str, DecodedSplit] = field(default_factory=dict)
+    features: dict[str, Features] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
@@ -120,29 +113,31 @@ class TrainingRun:
         return self.stop.is_set()
 
     def announce(self, phase: str) -> None:
-        """Report a phase without batches (decoding, features, evaluating) to the progress hook."""
+        """Report a phase without batches (features, evaluating, trust) to the progress hook."""
         if self.progress is not None:
             done = len(self.history) / max(self.total_epochs, 1)
             elapsed = time.monotonic() - self.started
             self.progress(ProgressEvent(phase, 0, 0, 0, 0, done, elapsed, {}, tuple(self.history)))
 
-    def images(self, split: str) -> DecodedSplit:
-        """The decoded images of ``split``, decoded once and kept for later phases."""
-        if split not in self.decoded:
-            self.decoded[split] = decode_split(self.dataset.split(split), self.config.image_size)
-        return self.decoded[split]
+    def cached_features(self, extractor_file: Path, split: str) -> Features:
+        """The frozen extractor's features of ``split`` (:func:`~clothclf.data.features.cached_features`),
+        read once and kept for the later steps: memory holds each split's features once (5 KB a photo)."""
+        if split not in self.features:
+            cache = {"cache_dir": self.paths.cache_dir, "fingerprint": self.fingerprint}
+            self.features[split] = cached_features(extractor_file, self.dataset, split, **cache)
+        return self.features[split]
 
     def sample_weights(self) -> dict[int, float] | None:
         """Per-class loss weights (balanced), or None when the config turns them off."""
         return class_weights(self.dataset.train, self.num_classes) if self.config.class_weights else None
 
 
-def predict_arrays(model: keras.Model, images: np.ndarray, tta: bool, batch_size: int = 64) -> np.ndarray:
-    """Class probabilities of ``uint8`` images; with ``tta`` averaged with their horizontal mirror."""
+def predict_arrays(model: keras.Model, images: np.ndarray, tta: bool) -> np.ndarray:
+    """Class probabilities of a chunk of ``uint8`` images; with ``tta`` averaged with their horizontal mirror."""
     x = images.astype(np.float32)
-    probs = model.predict(x, batch_size=batch_size, verbose=0)
+    probs = model.predict(x, batch_size=len(x), verbose=0)
     if tta:
-        probs = (probs + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)) / 2.0
+        probs = (probs + model.predict(x[:, :, ::-1], batch_size=len(x), verbose=0)) / 2.0
     return probs
 
 
@@ -272,7 +267,7 @@ def train(
     options = dict(progress=progress, stop=stop or threading.Event(), verbose=verbose)
     if not is_chief(strategy):
         run = TrainingRun(*shared, None, started, _plan(config), **options)
-        model, _, _ = fit_phases(run, strategy)
+        model, _ = fit_phases(run, strategy)
         best, seconds = _best_val_accuracy(run.history), time.monotonic() - started
         return TrainResult(None, None, best, len(run.history), seconds, weights_digest(model))
     try:
@@ -288,7 +283,7 @@ def train(
 def _train_and_save(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple[dict, str]:
     """The steps of :func:`train` inside its run folder; returns the saved validation metrics and the
     digest of the saved weights."""
-    model, _, extractor_file = fit_phases(run, strategy)
+    model, extractor_file = fit_phases(run, strategy)
     run.announce("evaluating")
     if run.config.strategy == "multi-worker":
         model = local_copy(model)  # the other workers are gone: predict and save without collectives
@@ -300,25 +295,22 @@ def _train_and_save(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple
     return metrics, weights_digest(model)
 
 
-def fit_phases(
-    run: TrainingRun, strategy: tf.distribute.Strategy
-) -> tuple[keras.Model, Features | None, Path | None]:
-    """Steps 1-3: build, then train each phase of the plan; (model, validation features, extractor)."""
+def fit_phases(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple[keras.Model, Path | None]:
+    """Steps 1-3: build, then train each phase of the plan; (model, the extractor's LiteRT model)."""
     model = build(run, strategy)
-    features: Features | None = None
     extractor_file: Path | None = None
     for phase, epochs in run.plan:
         if run.stopped():
             break
         if phase == "head":
-            extractor_file, features = fit_head(run, model, strategy, epochs)
+            extractor_file = fit_head(run, model, strategy, epochs)
         else:
             fit_backbone(run, model, strategy, phase, epochs)
         for checkpoint in run.work.glob("best-*.weights.h5") if run.work else ():
             checkpoint.unlink()
     if run.stopped():
         raise TrainingCancelled("training was cancelled")
-    return model, features, extractor_file
+    return model, extractor_file
 
 
 def build(run: TrainingRun, strategy: tf.distribute.Strategy) -> keras.Model:
@@ -345,34 +337,25 @@ def load_weights_of_run(model: keras.Model, run_dir: Path) -> None:
     model.set_weights(weights)
 
 
-def fit_head(
-    run: TrainingRun, model: keras.Model, strategy: tf.distribute.Strategy, epochs: int
-) -> tuple[Path, Features]:
-    """Step 2: train the head on cached features of the frozen backbone.
-
-    Returns the extractor's LiteRT model and the validation features (head-only runs ship and score them).
-    """
+def fit_head(run: TrainingRun, model: keras.Model, strategy: tf.distribute.Strategy, epochs: int) -> Path:
+    """Step 2: train the head on cached features of the frozen backbone; returns the extractor's LiteRT
+    model (head-only runs ship it, and score and fit trust on its features)."""
     config, head = run.config, model.get_layer("head")
     callbacks = _callbacks(run, "head")
     run.announce("features")
     extractor_file = extractor_tflite(
         model.get_layer("feature_extractor"), config.backbone, run.paths.cache_dir
     )
-    cache = {"cache_dir": run.paths.cache_dir, "fingerprint": run.fingerprint}
-    train_f = cached_features(extractor_file, run.dataset, "train", **cache)
-    val_f = cached_features(extractor_file, run.dataset, "validation", **cache)
+    train_f, val_f = (run.cached_features(extractor_file, s) for s in ("train", "validation"))
     steps = int(np.ceil(len(train_f.labels) / config.batch_size))
     with strategy.scope():
         _compile(head, config, learning_rate(config, config.lr, epochs, steps))
-    if config.strategy == "multi-worker":
-        _fit(run, head, strategy, *_feature_datasets(run, train_f, val_f), epochs, callbacks)
-    else:
-        _fit_arrays(run, head, train_f, val_f, epochs, callbacks)
-    return extractor_file, val_f
+    _fit(run, head, strategy, *_feature_datasets(run, train_f, val_f), epochs, callbacks)
+    return extractor_file
 
 
 def _feature_datasets(run: TrainingRun, train: Features, val: Features) -> tuple[tf.data.Dataset, ...]:
-    """The training and validation features as batched datasets, as :func:`fit_distributed` takes them."""
+    """The training and validation features as batched datasets, taken from the arrays in place."""
     config = run.config
     train_ds = make_dataset(
         train.features,
@@ -386,47 +369,21 @@ def _feature_datasets(run: TrainingRun, train: Features, val: Features) -> tuple
     return train_ds, make_dataset(val.features, val.labels, run.num_classes, config.batch_size)
 
 
-def _fit_arrays(
-    run: TrainingRun,
-    head: keras.Model,
-    train: Features,
-    val: Features,
-    epochs: int,
-    callbacks: list[keras.callbacks.Callback],
-) -> None:
-    """``head.fit`` on the feature arrays (one process)."""
-    weights = run.sample_weights()
-    eye = np.eye(run.num_classes, dtype=np.float32)
-    head.fit(
-        train.features,
-        eye[train.labels],
-        sample_weight=np.asarray([weights[int(y)] for y in train.labels], np.float32) if weights else None,
-        validation_data=(val.features, eye[val.labels]),
-        batch_size=run.config.batch_size,
-        epochs=epochs,
-        shuffle=True,
-        callbacks=callbacks,
-        verbose=run.verbose,
-    )
-
-
 def fit_backbone(
     run: TrainingRun, model: keras.Model, strategy: tf.distribute.Strategy, phase: str, epochs: int
 ) -> None:
     """Step 3: train on augmented images: the top backbone layers (``fine_tune``) or all (``train``)."""
     config = run.config
     callbacks = _callbacks(run, phase)
-    run.announce("decoding")
-    train_images, val_images = run.images("train"), run.images("validation")
     base_lr = config.lr if phase == "train" else config.fine_tune_lr
     with strategy.scope():
         if phase == "fine_tune":
             unfreeze_top_layers(model, config.fine_tune_layers)
-        steps = int(np.ceil(len(train_images.labels) / config.batch_size))
+        steps = int(np.ceil(len(run.dataset.train) / config.batch_size))
         _compile(model, config, learning_rate(config, base_lr, epochs, steps))
-    train_ds = make_dataset(
-        train_images.images,
-        train_images.labels,
+    train_ds = make_file_dataset(
+        run.dataset.train,
+        config.image_size,
         run.num_classes,
         config.batch_size,
         shuffle=True,
@@ -434,7 +391,7 @@ def fit_backbone(
         sample_weights=run.sample_weights(),
         seed=config.seed,
     )
-    val_ds = make_dataset(val_images.images, val_images.labels, run.num_classes, config.batch_size)
+    val_ds = make_file_dataset(run.dataset.validation, config.image_size, run.num_classes, config.batch_size)
     _fit(run, model, strategy, train_ds, val_ds, epochs, callbacks)
 
 
@@ -476,14 +433,17 @@ def score(run: TrainingRun, model: keras.Model, split: str, extractor_file: Path
     """Step 4: the model's probabilities for ``split`` (validation; and the dataset's test part).
 
     A head-only run without TTA scores the split's cached features: the same probabilities, much faster.
+    Otherwise the split's photos are decoded and scored a chunk at a time.
     """
     if run.head_only and not run.config.tta and extractor_file is not None:
-        cache = {"cache_dir": run.paths.cache_dir, "fingerprint": run.fingerprint}
-        found = cached_features(extractor_file, run.dataset, split, **cache)
+        found = run.cached_features(extractor_file, split)
         files = tuple(run.dataset.root / f for f in found.files)
         return Scores(files, found.labels, model.get_layer("head").predict(found.features, verbose=0))
-    images = run.images(split)
-    return Scores(tuple(images.files), images.labels, predict_arrays(model, images.images, run.config.tta))
+    tta = run.config.tta
+    scored = map_split(
+        run.dataset.split(split), run.config.image_size, lambda x: predict_arrays(model, x, tta)
+    )
+    return Scores(scored.files, scored.labels, scored.outputs)
 
 
 def save(
@@ -536,13 +496,10 @@ def fit_trust_scores(
     (:mod:`clothclf.training.trust`); ``probs`` are the calibrated validation probabilities."""
     run.announce("trust")
     if run.head_only and extractor_file is not None:  # the cached features are the served ones
-        cache = {"cache_dir": run.paths.cache_dir, "fingerprint": run.fingerprint}
-        train, val = (
-            cached_features(extractor_file, run.dataset, s, **cache).features for s in ("train", "validation")
-        )
+        train, val = (run.cached_features(extractor_file, s).features for s in ("train", "validation"))
     else:
-        model_file = run.work / LITERT_MODEL
-        train, val = (features_of(model_file, run.images(s).images) for s in ("train", "validation"))
+        model_file, size = run.work / LITERT_MODEL, run.config.image_size
+        train, val = (features_of(model_file, run.dataset.split(s), size) for s in ("train", "validation"))
     logits = DenseHead(run.work / HEAD_WEIGHTS).logits
     write_trust(run.work, logits, train, val, probs, labels, run.config.accept_accuracy)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clothclf.data.datasets import Dataset, create_dataset, decode_split
+from clothclf.data.datasets import Dataset, Split, create_dataset, map_split
 from clothclf.errors import RunError
 from clothclf.modeling.models import load_model, with_feature_map
 from clothclf.runs import (
@@ -33,9 +33,6 @@ from clothclf.serving.classifier import Classifier, load_classifier
 from clothclf.serving.export import export_head, export_tflite, export_trust_model
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
 from clothclf.serving.trust import DEFAULT_ACCEPT_ACCURACY, fit_trust
-
-#: Photos run through the model at a time when computing features (bounds memory).
-CHUNK_SIZE = 64
 
 
 def _outputs_missing(path: Path, names: tuple[str, ...]) -> bool:
@@ -69,16 +66,18 @@ def add_trust_outputs(model_dir: Path) -> list[str]:
 
 
 def split_outputs(classifier: Classifier, dataset: Dataset, split: str) -> tuple[np.ndarray, ...]:
-    """(pooled features, calibrated probabilities, labels) of a split's readable photos."""
-    decoded = decode_split(dataset.split(split), classifier.image_size)
-    features, probs = [], []
-    for start in range(0, len(decoded.labels), CHUNK_SIZE):
-        outputs = classifier.outputs(decoded.images[start : start + CHUNK_SIZE])
+    """(pooled features, calibrated probabilities, labels) of a split's readable photos, decoded and
+    run a chunk at a time."""
+
+    def features_and_probs(images: np.ndarray) -> np.ndarray:
+        outputs = classifier.outputs(images)
         if outputs.features is None:
             raise RunError(f"{classifier.model_dir}: the model has no features output")
-        features.append(outputs.features)
-        probs.append(outputs.probabilities)
-    return np.concatenate(features), np.concatenate(probs), decoded.labels
+        return np.concatenate([outputs.features, outputs.probabilities], axis=1)
+
+    computed = map_split(dataset.split(split), classifier.image_size, features_and_probs)
+    width = len(classifier.class_names)
+    return computed.outputs[:, :-width], computed.outputs[:, -width:], computed.labels
 
 
 def write_trust(
@@ -139,11 +138,13 @@ def upgrade_run(model_dir: str | Path, data_dir: str | Path, accept_accuracy: fl
     )
 
 
-def features_of(model_file: Path, images: np.ndarray) -> np.ndarray:
-    """Pooled backbone features of decoded ``uint8`` images by a LiteRT model with a ``features`` output."""
+def features_of(model_file: Path, split: Split, image_size: int) -> np.ndarray:
+    """Pooled backbone features of a split's readable photos by a LiteRT model with a ``features``
+    output, decoded and run a chunk at a time (:func:`~clothclf.data.datasets.map_split`)."""
     runner = LiteRTRunner(model_file, num_threads=available_cpus(), pool_size=1)
-    chunks = [
-        runner.arrays(images[start : start + CHUNK_SIZE].astype(np.float32), ("features",))["features"]
-        for start in range(0, len(images), CHUNK_SIZE)
-    ]
-    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+    def features(images: np.ndarray) -> np.ndarray:
+        return runner.arrays(images.astype(np.float32), ("features",))["features"]
+
+    computed = map_split(split, image_size, features)
+    return computed.outputs if computed.files else np.zeros((0, 0), np.float32)
