@@ -270,9 +270,36 @@ def synthetic_photos(root: Path, count: int, side: int = 16) -> Path:
     return root
 
 
+class AnonymousPeak:
+    """The highest anonymous memory (``RssAnon``: what the kernel cannot drop and read back from a
+    file) a process reaches, sampled every 50 ms from ``/proc`` in a thread until :meth:`stop`."""
+
+    def __init__(self, pid: int):
+        self.pid, self.peak, self.done = pid, 0.0, threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.05):
+            try:
+                status = Path(f"/proc/{self.pid}/status").read_text()
+            except OSError:
+                return
+            for line in status.splitlines():
+                if line.startswith("RssAnon:"):
+                    self.peak = max(self.peak, int(line.split()[1]) / 1024)
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MB."""
+        self.done.set()
+        self.thread.join()
+        return self.peak
+
+
 def train_under_cap(group, args: Sequence[str], env: dict[str, str], timeout: float = 3600) -> dict:
     """``clothclf train ARGS --json`` in the memory cgroup ``group``: its exit, wall time, peak RSS
-    (the process's high-water mark) and the group's peak (RSS and page cache) and OOM kills."""
+    (the process's high-water mark, with the pages of TensorFlow's libraries it touched), peak
+    anonymous memory (sampled) and the group's peak (RSS and page cache) and OOM kills."""
     command = [sys.executable, "-m", "clothclf", "train", *args, "--json"]
     started = time.monotonic()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -281,6 +308,7 @@ def train_under_cap(group, args: Sequence[str], env: dict[str, str], timeout: fl
         )
         timer = threading.Timer(timeout, process.kill)
         timer.start()
+        anonymous = AnonymousPeak(process.pid)
         _, status, usage = os.wait4(process.pid, 0)  # this child's own peak, not all children's
         timer.cancel()
         code = os.waitstatus_to_exitcode(status)
@@ -291,6 +319,7 @@ def train_under_cap(group, args: Sequence[str], env: dict[str, str], timeout: fl
         "returncode": code,
         "seconds": round(time.monotonic() - started, 1),
         "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "peak_anonymous_mb": round(anonymous.stop(), 1),
         "group_peak_mb": round(group.peak_mb(), 1),
         "oom_kills": group.oom_kills(),
         "result": json.loads(lines[-1]) if code == 0 and lines else None,

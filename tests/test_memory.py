@@ -3,6 +3,7 @@ and v2) and the warning before a run that will not fit."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 
 from clothclf.app.memory import memory_limit_mb, memory_warning, training_memory_mb
 from clothclf.config import TrainConfig
+from clothclf.runs import CONFIG
 from tests.memcap import MemoryCgroup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
@@ -21,6 +23,7 @@ from measure_memory import (  # noqa: E402
     decode_peaks,
     hostile_images,
     normal_photo,
+    synthetic_photos,
     train_under_cap,
 )
 
@@ -163,3 +166,28 @@ def test_cold_head_only_run_on_the_default_dataset_completes_in_a_700_mb_cap(sha
         figures = train_under_cap(group, args, _env(tmp_path))
     assert figures["returncode"] == 0 and figures["oom_kills"] == 0, figures
     assert figures["result"]["val_accuracy"] > 0.7, figures
+
+
+@pytest.mark.slow
+def test_head_only_run_on_20000_photos_completes_in_a_700_mb_cap(tmp_path):
+    """A head-only run's memory does not grow with the dataset beyond its features (5 KB a photo,
+    whatever the image size): 20,000 tiny JPEGs, features at 32 px (1,280 floats each, as at 224 px),
+    cold cache, one epoch (memory does not grow per epoch), under a 700 MB cap."""
+    data = synthetic_photos(tmp_path / "photos", 20_000)
+    with MemoryCgroup.create(700) as group:
+        args = [
+            "--data",
+            str(data),
+            "--head-only",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--weights",
+            "none",
+        ]
+        figures = train_under_cap(group, args, _env(tmp_path), timeout=600)
+    assert figures["returncode"] == 0 and figures["oom_kills"] == 0, figures
+    config = json.loads((Path(figures["result"]["run_dir"]) / CONFIG).read_text())
+    sizes = config["dataset"]["sizes"]
+    assert sum(sizes.values()) == 20_000, sizes
