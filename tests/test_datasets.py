@@ -177,3 +177,13 @@ def test_decode_split_skips_an_unreadable_file_with_one_warning(split_dataset, c
     assert decoded.images.shape == (6, 16, 16, 3) and decoded.images.dtype == np.uint8
     assert broken not in decoded.files and len(decoded.files) == 6
     assert [dataset.class_names[label] for label in decoded.labels] == [p.parent.name for p in decoded.files]
+
+
+def test_a_dataset_reached_through_a_link_has_its_files_under_its_root(tmp_path):
+    """The root and the files are read through the same links (CI reaches ../shared by a symlink)."""
+    real = write_dataset(tmp_path / "real", {"train": 4, "validation": 2, "test": 2})
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    dataset = create_dataset(link)
+    assert all(path.is_relative_to(dataset.root) for path in dataset.train.files)
+    assert dataset_fingerprint(dataset) == dataset_fingerprint(create_dataset(real))

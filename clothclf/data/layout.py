@@ -247,6 +247,7 @@ def read_layout(folder: str | Path) -> Layout:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such dataset folder")
+    folder = folder.resolve()  # the root and every file under it, through the same links
     root, skipped = find_root(folder)
     dirs, _ = _entries(root)
     if any(split_of(d.name) and folder_skip_reason(d.name) is None for d in dirs):
@@ -256,4 +257,4 @@ def read_layout(folder: str | Path) -> Layout:
     else:
         classes, kind = {ALL: class_folders(root, folder, skipped)}, "folder"
     check_class_names({name for by_class in classes.values() for name in by_class})
-    return Layout(root.resolve(), kind, classes, tuple(skipped))
+    return Layout(root, kind, classes, tuple(skipped))

@@ -193,13 +193,17 @@ class Classifier:
         return self.outputs(pixels).probabilities
 
     def ood_scores(self, outputs: ModelOutputs) -> np.ndarray | None:
-        """Out-of-distribution scores of a batch's outputs (None if this run has no feature bank)."""
+        """Out-of-distribution scores of a batch's outputs (None if this run has no feature bank).
+
+        One photo at a time: a matrix product's last bits depend on the shape of the batch, and a
+        photo's score must not depend on the photos batched with it."""
         if not self.trust.scored or outputs.features is None:
             return None
-        return self.trust.bank.ood_scores(outputs.features, self.trust.head.logits(outputs.features))
+        bank, head = self.trust.bank, self.trust.head
+        rows = [outputs.features[i : i + 1] for i in range(len(outputs.features))]
+        return np.concatenate([bank.ood_scores(row, head.logits(row)) for row in rows])
 
     def _prediction(self, probs: np.ndarray, top_k: int, ood_score: float | None = None) -> Prediction:
-        # Four decimals: a batch and a single image give the same score (matrix products differ in the last bits).
         ood_score = None if ood_score is None else round(ood_score, 4)
         order = np.argsort(-probs, kind="stable")[: max(1, min(top_k, len(self.class_names)))]
         confidence = float(probs[order[0]])
