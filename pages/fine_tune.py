@@ -21,7 +21,7 @@ from clothclf.errors import RunError
 from clothclf.evaluation import plots
 from clothclf.modeling.backbones import BACKBONES, weights_cached
 from clothclf.runs import CLASS_NAMES, CONFIG, TRAINING_SPLIT, RunInfo, load_run, zip_run
-from clothclf.training.phases import FIT_PHASES
+from clothclf.training import phases
 from pages._shared import (
     CHART_CONFIG,
     read_artifact,
@@ -52,13 +52,13 @@ LAID_OUT = frozenset(
 )
 REFRESH_SECONDS = 1.0
 PHASES = {
-    "starting": "Starting the training process (loading TensorFlow)",
-    "features": "Computing backbone features (cached for the next run)",
-    "head": "Training the classification head",
-    "fine_tune": "Fine-tuning the top backbone layers",
-    "train": "Training the whole network",
-    "evaluating": "Evaluating on the validation set, then saving and exporting the model",
-    "trust": "Fitting when to trust an answer (feature bank of the training photos, thresholds)",
+    phases.STARTING: "Starting the training process (loading TensorFlow)",
+    phases.FEATURES: "Computing backbone features (cached for the next run)",
+    phases.HEAD: "Training the classification head",
+    phases.FINE_TUNE: "Fine-tuning the top backbone layers",
+    phases.TRAIN: "Training the whole network",
+    phases.EVALUATING: "Evaluating on the validation set, then saving and exporting the model",
+    phases.TRUST: "Fitting when to trust an answer (feature bank of the training photos, thresholds)",
 }
 
 
@@ -134,7 +134,7 @@ def live_progress(job: Job) -> None:
     elapsed.metric("Elapsed", duration(status.elapsed))
     eta.metric(
         "Time left (estimate)",
-        duration(status.eta) if status.phase in FIT_PHASES else "—",
+        duration(status.eta) if status.phase in phases.FIT_PHASES else "—",
     )
     last_val = status.history[-1].get("val_accuracy") if status.history else None
     accuracy.metric("Validation accuracy (last epoch)", f"{last_val:.1%}" if last_val is not None else "—")

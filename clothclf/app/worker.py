@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from clothclf.app.jobs import Job, JobStatus
 from clothclf.config import Paths, TrainConfig
 from clothclf.runs import write_json
-from clothclf.training.phases import FIT_PHASES
+from clothclf.training.phases import DONE, FIT_PHASES, STARTING
 
 if TYPE_CHECKING:
     from clothclf.training.callbacks import ProgressEvent
@@ -95,7 +95,7 @@ def run_job(job: Job, stop: threading.Event) -> JobStatus:
     """Train what ``job`` requests in this process, keeping its status up to date; return the final one."""
     request = job.request()
     reporter = _Reporter(job, stop, request["started"], request.get("deadline"))
-    reporter.update(state="running", phase="starting")
+    reporter.update(state="running", phase=STARTING)
     try:
         from clothclf.training.loop import TrainingCancelled, train
     except ImportError as exc:
@@ -119,7 +119,7 @@ def run_job(job: Job, stop: threading.Event) -> JobStatus:
         return reporter.update(state="failed", eta=None, error=_describe_error(exc))
     return reporter.update(
         state="finished",
-        phase="done",
+        phase=DONE,
         fraction=1.0,
         elapsed=result.seconds,
         eta=0.0,

@@ -45,6 +45,7 @@ from clothclf.serving.runtime import (
     ModelOutputs,
     available_cpus,
     leave_cores_to_litert,
+    mirror_averaged,
 )
 from clothclf.serving.trust import CONFIDENCE_ONLY_REVIEW, FeatureBank, Thresholds, thresholds_of
 from clothclf.training.calibration import apply_temperature
@@ -181,7 +182,7 @@ class Classifier:
         outputs = run(x, feature_map=feature_map) if run else ModelOutputs(runner(x))
         probs = outputs.probabilities
         if self.tta:
-            probs = (probs + runner(np.ascontiguousarray(x[:, :, ::-1]))) / 2.0
+            probs = mirror_averaged(probs, runner, x)
         return ModelOutputs(apply_temperature(probs, self.temperature), outputs.features, outputs.feature_map)
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +165,13 @@ class LiteRTRunner:
             names = tuple(n for n in names if n != "feature_map")
         arrays = self.arrays(batch, names)
         return ModelOutputs(arrays["main"], arrays.get("features"), arrays.get("feature_map"))
+
+
+def mirror_averaged(
+    probs: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], batch: np.ndarray
+) -> np.ndarray:
+    """Test-time augmentation: ``probs`` of a batch (n, h, w, c) averaged with ``predict`` of its mirror image."""
+    return (probs + predict(np.ascontiguousarray(batch[:, :, ::-1]))) / 2.0
 
 
 #: The activations a saved head may use (see :func:`clothclf.serving.export.export_head`).

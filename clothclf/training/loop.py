@@ -11,6 +11,7 @@ save the run.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import platform
 import shutil
@@ -45,10 +46,11 @@ from clothclf.runs import (
     write_run,
 )
 from clothclf.serving.export import export_head, export_trust_model
-from clothclf.serving.runtime import DenseHead
+from clothclf.serving.runtime import DenseHead, mirror_averaged
 from clothclf.training.calibration import apply_temperature, fit_temperature
 from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
 from clothclf.training.distributed import fit_distributed, is_chief, local_copy, make_strategy, weights_digest
+from clothclf.training.phases import EVALUATING, FEATURES, FINE_TUNE, HEAD, TRAIN, TRUST
 from clothclf.training.trust import features_of, write_trust
 
 log = logging.getLogger(__name__)
@@ -106,7 +108,7 @@ class TrainingRun:
     @property
     def head_only(self) -> bool:
         """Whether only the head is trained (on cached features), so the backbone stays as it came."""
-        return self.plan == (("head", self.config.epochs),)
+        return self.plan == ((HEAD, self.config.epochs),)
 
     def stopped(self) -> bool:
         """Whether a stop was requested (on a multi-worker run: on any worker)."""
@@ -135,10 +137,9 @@ class TrainingRun:
 def predict_arrays(model: keras.Model, images: np.ndarray, tta: bool) -> np.ndarray:
     """Class probabilities of a chunk of ``uint8`` images; with ``tta`` averaged with their horizontal mirror."""
     x = images.astype(np.float32)
-    probs = model.predict(x, batch_size=len(x), verbose=0)
-    if tta:
-        probs = (probs + model.predict(x[:, :, ::-1], batch_size=len(x), verbose=0)) / 2.0
-    return probs
+    predict = functools.partial(model.predict, batch_size=len(x), verbose=0)
+    probs = predict(x)
+    return mirror_averaged(probs, predict, x) if tta else probs
 
 
 def make_optimizer(config: TrainConfig, learning_rate) -> keras.optimizers.Optimizer:
@@ -199,7 +200,15 @@ def _callbacks(run: TrainingRun, phase: str) -> list[keras.callbacks.Callback]:
         )
     if config.tensorboard and run.work is not None:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run.work / "tensorboard")))
-    progress = ProgressCallback(
+    callbacks.append(
+        _progress_callback(run, phase)
+    )  # last: sees the history row of the epoch that just ended
+    return callbacks
+
+
+def _progress_callback(run: TrainingRun, phase: str) -> ProgressCallback:
+    """The callback that reports a phase's progress to ``run.progress`` and stops it when asked."""
+    return ProgressCallback(
         run.progress,
         run.stop,
         phase=phase,
@@ -208,8 +217,6 @@ def _callbacks(run: TrainingRun, phase: str) -> list[keras.callbacks.Callback]:
         total_epochs=run.total_epochs,
         started=run.started,
     )
-    callbacks.append(progress)  # last: sees the history row of the epoch that just ended
-    return callbacks
 
 
 def _versions() -> dict[str, str]:
@@ -231,12 +238,12 @@ def _plan(config: TrainConfig) -> tuple[tuple[str, int], ...]:
     """The phases and their epochs. Without pretrained weights the whole network trains from scratch
     (a head on random features learns next to nothing), unless a head-only run is asked for."""
     if config.init_from:
-        return (("fine_tune", config.fine_tune_epochs),)
+        return ((FINE_TUNE, config.fine_tune_epochs),)
     if not get_backbone_spec(config.backbone).pretrained or (config.weights is None and not config.head_only):
-        return (("train", config.epochs),)
-    plan = [("head", config.epochs)]
+        return ((TRAIN, config.epochs),)
+    plan = [(HEAD, config.epochs)]
     if not config.head_only and config.fine_tune_layers > 0:
-        plan.append(("fine_tune", config.fine_tune_epochs))
+        plan.append((FINE_TUNE, config.fine_tune_epochs))
     return tuple(plan)
 
 
@@ -284,7 +291,7 @@ def _train_and_save(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple
     """The steps of :func:`train` inside its run folder; returns the saved validation metrics and the
     digest of the saved weights."""
     model, extractor_file = fit_phases(run, strategy)
-    run.announce("evaluating")
+    run.announce(EVALUATING)
     if run.config.strategy == "multi-worker":
         model = local_copy(model)  # the other workers are gone: predict and save without collectives
     validation = score(run, model, "validation", extractor_file)
@@ -302,7 +309,7 @@ def fit_phases(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple[kera
     for phase, epochs in run.plan:
         if run.stopped():
             break
-        if phase == "head":
+        if phase == HEAD:
             extractor_file = fit_head(run, model, strategy, epochs)
         else:
             fit_backbone(run, model, strategy, phase, epochs)
@@ -341,8 +348,8 @@ def fit_head(run: TrainingRun, model: keras.Model, strategy: tf.distribute.Strat
     """Step 2: train the head on cached features of the frozen backbone; returns the extractor's LiteRT
     model (head-only runs ship it, and score and fit trust on its features)."""
     config, head = run.config, model.get_layer("head")
-    callbacks = _callbacks(run, "head")
-    run.announce("features")
+    callbacks = _callbacks(run, HEAD)
+    run.announce(FEATURES)
     extractor_file = extractor_tflite(
         model.get_layer("feature_extractor"), config.backbone, run.paths.cache_dir
     )
@@ -375,9 +382,9 @@ def fit_backbone(
     """Step 3: train on augmented images: the top backbone layers (``fine_tune``) or all (``train``)."""
     config = run.config
     callbacks = _callbacks(run, phase)
-    base_lr = config.lr if phase == "train" else config.fine_tune_lr
+    base_lr = config.lr if phase == TRAIN else config.fine_tune_lr
     with strategy.scope():
-        if phase == "fine_tune":
+        if phase == FINE_TUNE:
             unfreeze_top_layers(model, config.fine_tune_layers)
         steps = int(np.ceil(len(run.dataset.train) / config.batch_size))
         _compile(model, config, learning_rate(config, base_lr, epochs, steps))
@@ -469,12 +476,7 @@ def save(
     metrics, rows = _evaluation(run, validation, temperature)
     if test is not None and len(test.labels):
         write_evaluation(run.work, "test", *_evaluation(run, test, temperature))
-    model.save(run.work / KERAS_MODEL)
-    if features_model is None:
-        export_trust_model(model, run.work / LITERT_MODEL)
-    else:
-        shutil.copyfile(features_model, run.work / FEATURES_MODEL)
-    export_head(model.get_layer("head"), run.work / HEAD_WEIGHTS)
+    _write_model_files(run.work, model, features_model)
     seconds = round(time.monotonic() - run.started, 1)
     write_run(
         run.work,
@@ -489,12 +491,22 @@ def save(
     return metrics
 
 
+def _write_model_files(work: Path, model: keras.Model, features_model: Path | None) -> None:
+    """The Keras model, the LiteRT model (or a head-only run's extractor) and the NumPy head."""
+    model.save(work / KERAS_MODEL)
+    if features_model is None:
+        export_trust_model(model, work / LITERT_MODEL)
+    else:
+        shutil.copyfile(features_model, work / FEATURES_MODEL)
+    export_head(model.get_layer("head"), work / HEAD_WEIGHTS)
+
+
 def fit_trust_scores(
     run: TrainingRun, labels: np.ndarray, probs: np.ndarray, extractor_file: Path | None
 ) -> None:
     """Step 6: the feature bank of the training photos and the thresholds, fitted on validation
     (:mod:`clothclf.training.trust`); ``probs`` are the calibrated validation probabilities."""
-    run.announce("trust")
+    run.announce(TRUST)
     if run.head_only and extractor_file is not None:  # the cached features are the served ones
         train, val = (run.cached_features(extractor_file, s).features for s in ("train", "validation"))
     else:
