@@ -41,7 +41,9 @@ from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
-MB = 1024 * 1024
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from clothclf.runs import atomic_path  # noqa: E402
 
 _CHILD = r"""
 import ctypes, gc, json, sys
@@ -147,9 +149,8 @@ def hostile_images(
             filename if "mp." in filename else f"{wide if kind.endswith(mp) else side}-{filename}"
         )
         if not path.is_file():
-            tmp = path.with_name(f".{path.name}.tmp")
-            make().save(tmp, format=Image.registered_extensions()[path.suffix], **params)
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                make().save(tmp, format=Image.registered_extensions()[path.suffix], **params)
         paths[kind] = path
     return paths
 
