@@ -6,6 +6,7 @@ Fixtures live in ``conftest.py``; plain helpers live here and are imported as ``
 from __future__ import annotations
 
 import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,15 @@ def make_image(class_index: int, rng: np.random.Generator, size: int = 24) -> Im
     array = rng.integers(0, 80, (size, size, 3)).astype(np.uint8)
     array[..., class_index] += 150
     return Image.fromarray(array)
+
+
+def zip_bytes(entries: dict, compression: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """A zip of ``entries`` (name or ``zipfile.ZipInfo`` -> bytes); ZipInfo entries keep their own settings."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
 
 
 def write_dataset(root: Path, per_split: dict[str, int], seed: int = 0) -> Path:

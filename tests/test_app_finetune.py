@@ -7,11 +7,10 @@ the app until the result appears.
 
 from __future__ import annotations
 
-import io
 import time
-import zipfile
 from pathlib import Path
 
+from helpers import zip_bytes
 from streamlit.testing.v1 import AppTest
 
 from clothclf.app.jobs import current_job
@@ -87,12 +86,11 @@ def test_training_from_the_page_registers_a_run_and_shows_its_metrics(
 
 
 def test_a_zip_without_class_folders_is_a_clear_error(current_model):
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("notes/readme.txt", "no images here")
     at = fine_tune_page()
     fill_tiny_form(at)
-    at.file_uploader(key="ft_upload").set_value(("photos.zip", buffer.getvalue(), "application/zip"))
+    at.file_uploader(key="ft_upload").set_value(
+        ("photos.zip", zip_bytes({"notes/readme.txt": b"no images here"}), "application/zip")
+    )
     at.button(key="ft_start").click().run()
     assert not at.exception
     assert "no photo clothclf can read (1 file: not a photo (.txt))" in texts(at.error)

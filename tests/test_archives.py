@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import noisy_png
+from helpers import noisy_png, zip_bytes
 
 from clothclf.config import Limits
 from clothclf.data.archives import safe_extract_zip
@@ -20,11 +20,9 @@ from clothclf.errors import DatasetError, LimitExceededError
 def build_zip(
     path: Path, entries: dict[str | zipfile.ZipInfo, bytes], compression=zipfile.ZIP_DEFLATED
 ) -> Path:
-    """A zip of ``entries`` (name or ZipInfo -> bytes); ZipInfo entries keep their own settings."""
+    """:func:`helpers.zip_bytes` of ``entries`` written at ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
+    path.write_bytes(zip_bytes(entries, compression))
     return path
 
 

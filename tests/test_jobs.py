@@ -13,12 +13,11 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import long_config, tiny_config
+from helpers import long_config, tiny_config, zip_bytes
 
 from clothclf.app.jobs import Job, JobStatus, current_job, start_job
 from clothclf.app.training_data import check_training_data, extract_uploaded_dataset, uploads_dir
@@ -71,20 +70,11 @@ def test_the_jobs_module_never_imports_tensorflow():
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
 
 
-def zipped(files: dict[str, bytes]) -> io.BytesIO:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    buffer.seek(0)
-    return buffer
-
-
 def test_an_uploaded_zip_of_class_folders_becomes_a_dataset_under_the_runs_folder(synthetic_dataset, paths):
     files = {
         f"photos/{p.parent.name}/{p.name}": p.read_bytes() for p in synthetic_dataset.glob("train/*/*.png")
     }
-    folder = extract_uploaded_dataset(zipped(files), paths)
+    folder = extract_uploaded_dataset(io.BytesIO(zip_bytes(files)), paths)
     assert folder.parent == uploads_dir(paths) == paths.runs_dir / ".uploads"
     report = check_training_data(TrainConfig(data_dir=str(folder)), paths)
     assert report.ok and report.class_names == ("blue", "green", "red")
@@ -95,7 +85,7 @@ def test_an_uploaded_zip_of_class_folders_becomes_a_dataset_under_the_runs_folde
     "files", [{"notes/readme.txt": b"no images"}, {"only/one/class.png": b"not even a png"}, {}]
 )
 def test_an_uploaded_zip_without_a_dataset_is_refused_and_nothing_is_kept(paths, files):
-    folder = extract_uploaded_dataset(zipped(files), paths)
+    folder = extract_uploaded_dataset(io.BytesIO(zip_bytes(files)), paths)
     with pytest.raises(DatasetError):
         check_training_data(TrainConfig(data_dir=str(folder)), paths)
     assert not list(uploads_dir(paths).glob("*"))
@@ -127,7 +117,7 @@ def test_bad_configs_and_datasets_are_refused_before_anything_starts(synthetic_d
 def uploaded(dataset: Path, paths: Paths) -> Path:
     """``dataset`` zipped and uploaded as a visitor would: extracted under the runs folder."""
     files = {f"photos/{p.relative_to(dataset).as_posix()}": p.read_bytes() for p in dataset.rglob("*.png")}
-    return extract_uploaded_dataset(zipped(files), paths)
+    return extract_uploaded_dataset(io.BytesIO(zip_bytes(files)), paths)
 
 
 def test_one_job_at_a_time_and_cancel_saves_nothing(synthetic_dataset, paths):

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CLASSES, PROJECT_ROOT
+from helpers import CLASSES, PROJECT_ROOT, zip_bytes
 from PIL import Image, features
 from streamlit.testing.v1 import AppTest
 
@@ -106,14 +106,6 @@ def png_of_size(width: int, height: int) -> bytes:
     header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
     idat = b"".join(packed) + compressor.flush()
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, data in entries.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def bad_files() -> dict[str, tuple[bytes, str]]:
