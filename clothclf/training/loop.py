@@ -134,10 +134,15 @@ class TrainingRun:
         return class_weights(self.dataset.train, self.num_classes) if self.config.class_weights else None
 
 
+#: Images the whole model runs on at a time when scoring (a MobileNetV2's activations at 224 px take
+#: about 10 MB an image while it runs).
+PREDICT_BATCH = 16
+
+
 def predict_arrays(model: keras.Model, images: np.ndarray, tta: bool) -> np.ndarray:
     """Class probabilities of a chunk of ``uint8`` images; with ``tta`` averaged with their horizontal mirror."""
     x = images.astype(np.float32)
-    predict = functools.partial(model.predict, batch_size=len(x), verbose=0)
+    predict = functools.partial(model.predict, batch_size=PREDICT_BATCH, verbose=0)
     probs = predict(x)
     return mirror_averaged(probs, predict, x) if tta else probs
 
