@@ -232,6 +232,24 @@ class TrainConfig:
     )
     class_weights: bool = option(True, "Class weights", "weight rare classes up in the loss")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    quarter_turns: float = option(
+        0.0,
+        "Quarter turns",
+        "share of fine-tuning photos turned a quarter, either way (photos whose orientation tag was lost)",
+        minimum=0,
+        maximum=1,
+        step=0.05,
+        page=False,
+    )
+    zoom_in: float = option(
+        0.0,
+        "Zoom in",
+        "zoom fine-tuning photos in at random, keeping at least 1 - this of each side (0.4: down to 0.6)",
+        minimum=0,
+        below=1,
+        step=0.05,
+        page=False,
+    )
     tta: bool = option(
         False, "Test-time augmentation", "average each prediction with that of the mirrored image"
     )

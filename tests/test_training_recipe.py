@@ -1,4 +1,5 @@
-"""Recipe levers of ``clothclf train`` on tiny models: optimizer, warm-up, weight EMA, starting from a run."""
+"""Recipe levers of ``clothclf train`` on tiny models: optimizer, warm-up, weight EMA, starting from a run,
+quarter turns and zoom-in augmentation."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def test_optimizer_choice_weight_decay_and_ema():
         (dict(weight_decay=0.01), "weight_decay"),  # needs adamw
         (dict(optimizer="sgd"), "optimizer"),
         (dict(ema_momentum=1.0), "ema_momentum"),
+        (dict(quarter_turns=1.5), "quarter_turns"),
+        (dict(zoom_in=1.0), "zoom_in"),
     ],
 )
 def test_invalid_recipe_values_are_refused(changes, message):
@@ -97,3 +100,46 @@ def test_init_from_a_run_with_other_layers_is_refused(tiny_run, synthetic_datase
         train(config, tmp_path / "x")
     with pytest.raises(RunError, match="no model.keras"):
         train(tiny_config(synthetic_dataset, init_from=str(tmp_path)), tmp_path / "y")
+
+
+def _only(**changes):
+    """An augmentation config with every step of its own off (the levers under test are arguments)."""
+    from clothclf.config import AugmentConfig
+
+    off = dict(flip=False, rotation=0.0, zoom=0.0, translation=0.0, contrast=0.0, brightness=0.0)
+    return AugmentConfig(**{**off, **changes})
+
+
+def test_quarter_turns_turn_about_that_share_of_photos_either_way():
+    from clothclf.data.pipeline import build_augmenter
+
+    images = np.zeros((400, 8, 8, 3), np.float32)
+    images[:, 0] = 255.0  # a white top row
+    turned = np.asarray(build_augmenter(_only(), seed=3, quarter_turns=0.5)(images, training=True))
+    top = (turned[:, 0, :, 0] == 255).all(axis=1)
+    left, right = (turned[:, :, 0, 0] == 255).all(axis=1), (turned[:, :, -1, 0] == 255).all(axis=1)
+    assert (top.astype(int) + left + right == 1).all()  # every image is upright or turned a quarter
+    assert 0.4 < 1 - top.mean() < 0.6 and left.sum() > 50 and right.sum() > 50
+    assert build_augmenter(_only(), quarter_turns=0.0) is None  # no step, no augmenter
+
+
+def test_zoom_in_crops_towards_the_centre_never_out():
+    from clothclf.data.pipeline import build_augmenter
+
+    ramp = np.tile(np.linspace(0, 255, 32, dtype=np.float32)[None, :, None, None], (64, 1, 32, 3))
+    zoomed = np.asarray(build_augmenter(_only(), seed=3, zoom_in=0.4)(ramp, training=True))
+    column = zoomed[:, :, 16, 0]
+    assert (np.diff(column, axis=1) >= -1e-3).all()  # still one ramp: zoomed in, never out (no reflection)
+    top = column[:, 0]
+    assert (top <= 255 * 0.2 + 1).all() and (top > 10).mean() > 0.5  # up to 40% in, most images a lot
+
+
+def test_the_cli_passes_the_augmentation_levers_to_the_config(tmp_path):
+    from clothclf.cli import build_parser, train_config_from_args
+    from clothclf.config import Paths
+
+    args = build_parser().parse_args(
+        ["train", "--data", str(tmp_path), "--quarter-turns", "0.2", "--zoom-in", "0.4"]
+    )
+    config = train_config_from_args(args, Paths.from_env())
+    assert config.quarter_turns == pytest.approx(0.2) and config.zoom_in == pytest.approx(0.4)

@@ -21,17 +21,45 @@ log = logging.getLogger(__name__)
 PREFETCH_BATCHES = 2
 
 
-def build_augmenter(config: AugmentConfig, seed: int = 42) -> keras.Sequential | None:
-    """Keras preprocessing layers for training-time augmentation, or None when disabled."""
+class RandomQuarterTurn(keras.layers.Layer):
+    """Turns each image of a batch of square images a quarter, either way, with probability ``rate``."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.seed = rate, seed
+
+    def call(self, images, training: bool = True):
+        if not training or not self.rate:
+            return images
+        draw = tf.random.uniform(tf.shape(images)[:1], seed=self.seed)[:, None, None, None]
+        left, right = tf.image.rot90(images, 1), tf.image.rot90(images, 3)
+        return tf.where(draw < self.rate / 2, left, tf.where(draw < self.rate, right, images))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+def build_augmenter(
+    config: AugmentConfig, seed: int = 42, quarter_turns: float = 0.0, zoom_in: float = 0.0
+) -> keras.Sequential | None:
+    """Keras preprocessing layers for training-time augmentation, or None when disabled.
+
+    ``quarter_turns``: share of images turned a quarter, either way; ``zoom_in``: a random zoom into
+    the image keeping at least ``1 - zoom_in`` of each side (a random crop), after the other steps.
+    """
     if not config.enabled:
         return None
     steps: list[keras.layers.Layer] = []
     if config.flip:
         steps.append(keras.layers.RandomFlip("horizontal", seed=seed))
+    if quarter_turns:
+        steps.append(RandomQuarterTurn(quarter_turns, seed=seed))
     if config.rotation:
         steps.append(keras.layers.RandomRotation(config.rotation, fill_mode="reflect", seed=seed))
     if config.zoom:
         steps.append(keras.layers.RandomZoom(config.zoom, fill_mode="reflect", seed=seed))
+    if zoom_in:
+        steps.append(keras.layers.RandomZoom((-zoom_in, 0.0), fill_mode="reflect", seed=seed))
     if config.translation:
         steps.append(
             keras.layers.RandomTranslation(
