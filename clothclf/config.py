@@ -250,6 +250,15 @@ class TrainConfig:
         step=0.05,
         page=False,
     )
+    blur: float = option(
+        0.0,
+        "Blur",
+        "share of fine-tuning photos blurred (a Gaussian of 0.5-2 pixels; out-of-focus photos)",
+        minimum=0,
+        maximum=1,
+        step=0.05,
+        page=False,
+    )
     tta: bool = option(
         False, "Test-time augmentation", "average each prediction with that of the mirrored image"
     )

@@ -1,5 +1,5 @@
 """Recipe levers of ``clothclf train`` on tiny models: optimizer, warm-up, weight EMA, starting from a run,
-quarter turns and zoom-in augmentation."""
+quarter turns, zoom-in and blur augmentation."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def test_optimizer_choice_weight_decay_and_ema():
         (dict(ema_momentum=1.0), "ema_momentum"),
         (dict(quarter_turns=1.5), "quarter_turns"),
         (dict(zoom_in=1.0), "zoom_in"),
+        (dict(blur=-0.1), "blur"),
     ],
 )
 def test_invalid_recipe_values_are_refused(changes, message):
@@ -134,12 +135,25 @@ def test_zoom_in_crops_towards_the_centre_never_out():
     assert (top <= 255 * 0.2 + 1).all() and (top > 10).mean() > 0.5  # up to 40% in, most images a lot
 
 
+def test_blur_spreads_a_point_over_its_neighbours_in_that_share_of_photos_keeping_its_light():
+    from clothclf.data.pipeline import build_augmenter
+
+    points = np.zeros((400, 16, 16, 3), np.float32)
+    points[:, 8, 8] = 255.0
+    blurred = np.asarray(build_augmenter(_only(), seed=3, blur=0.5)(points, training=True))
+    changed = np.abs(blurred - points).max(axis=(1, 2, 3)) > 1e-3
+    assert 0.4 < changed.mean() < 0.6
+    np.testing.assert_allclose(blurred.sum(axis=(1, 2)), 255.0, atol=0.05)  # a blur moves light, never adds
+    centre = blurred[changed][:, 8, 8, 0]
+    assert (centre < 255 * 0.7).all() and (blurred[changed][:, 8, 9, 0] > 1).all()
+
+
 def test_the_cli_passes_the_augmentation_levers_to_the_config(tmp_path):
     from clothclf.cli import build_parser, train_config_from_args
     from clothclf.config import Paths
 
     args = build_parser().parse_args(
-        ["train", "--data", str(tmp_path), "--quarter-turns", "0.2", "--zoom-in", "0.4"]
+        ["train", "--data", str(tmp_path), "--quarter-turns", "0.2", "--zoom-in", "0.4", "--blur", "0.3"]
     )
     config = train_config_from_args(args, Paths.from_env())
-    assert config.quarter_turns == pytest.approx(0.2) and config.zoom_in == pytest.approx(0.4)
+    assert (config.quarter_turns, config.zoom_in, config.blur) == pytest.approx((0.2, 0.4, 0.3))

@@ -39,13 +39,51 @@ class RandomQuarterTurn(keras.layers.Layer):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
+class RandomBlur(keras.layers.Layer):
+    """Blurs each image of a batch with probability ``rate``: a Gaussian of a standard deviation drawn
+    between 0.5 and ``max_sigma`` pixels (out-of-focus or resampled photos)."""
+
+    def __init__(self, rate: float, max_sigma: float = 2.0, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.max_sigma, self.seed = rate, max_sigma, seed
+
+    def call(self, images, training: bool = True):
+        if not training or not self.rate:
+            return images
+        count = tf.shape(images)[0]
+        draw = tf.random.uniform([count], seed=self.seed)
+        sigma = 0.5 + (self.max_sigma - 0.5) * tf.random.uniform([count], seed=self.seed)
+        radius = int(np.ceil(3 * self.max_sigma))
+        offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+        kernels = tf.exp(-0.5 * (offsets[None, :] / sigma[:, None]) ** 2)
+        kernels /= tf.reduce_sum(kernels, axis=1, keepdims=True)  # (count, taps), one per image
+        blurred = tf.map_fn(_separable_blur, (images, kernels), fn_output_signature=images.dtype)
+        return tf.where((draw < self.rate)[:, None, None, None], blurred, images)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "rate": self.rate, "max_sigma": self.max_sigma, "seed": self.seed}
+
+
+def _separable_blur(image_and_kernel):
+    """One (h, w, c) image convolved with a 1-D kernel along both axes (edges reflected)."""
+    image, kernel = image_and_kernel
+    radius = (tf.shape(kernel)[0] - 1) // 2
+    channels = tf.shape(image)[-1]
+    padded = tf.pad(image[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], mode="REFLECT")
+    rows = tf.tile(kernel[:, None, None, None], [1, 1, channels, 1])
+    columns = tf.tile(kernel[None, :, None, None], [1, 1, channels, 1])
+    out = tf.nn.depthwise_conv2d(padded, rows, [1, 1, 1, 1], "VALID")
+    return tf.nn.depthwise_conv2d(out, columns, [1, 1, 1, 1], "VALID")[0]
+
+
 def build_augmenter(
-    config: AugmentConfig, seed: int = 42, quarter_turns: float = 0.0, zoom_in: float = 0.0
+    config: AugmentConfig, seed: int = 42, quarter_turns: float = 0.0, zoom_in: float = 0.0, blur: float = 0.0
 ) -> keras.Sequential | None:
     """Keras preprocessing layers for training-time augmentation, or None when disabled.
 
     ``quarter_turns``: share of images turned a quarter, either way; ``zoom_in``: a random zoom into
-    the image keeping at least ``1 - zoom_in`` of each side (a random crop), after the other steps.
+    the image keeping at least ``1 - zoom_in`` of each side (a random crop), after the other steps;
+    ``blur``: share of images blurred (:class:`RandomBlur`).
     """
     if not config.enabled:
         return None
@@ -70,6 +108,8 @@ def build_augmenter(
         steps.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
     if config.brightness:
         steps.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed))
+    if blur:
+        steps.append(RandomBlur(blur, seed=seed))
     return keras.Sequential(steps, name="augment") if steps else None
 
 

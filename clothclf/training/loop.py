@@ -399,7 +399,9 @@ def fit_backbone(
         run.num_classes,
         config.batch_size,
         shuffle=True,
-        augmenter=build_augmenter(config.augment, config.seed, config.quarter_turns, config.zoom_in),
+        augmenter=build_augmenter(
+            config.augment, config.seed, config.quarter_turns, config.zoom_in, config.blur
+        ),
         sample_weights=run.sample_weights(),
         seed=config.seed,
     )
