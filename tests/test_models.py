@@ -10,6 +10,7 @@ from clothclf.modeling.models import (
     build_model,
     get_backbone_spec,
     load_model,
+    save_model,
     unfreeze_top_layers,
 )
 
@@ -28,6 +29,22 @@ def test_save_load_same_output(backbone, tmp_path):
     model.save(tmp_path / "model.keras")
     after = load_model(str(tmp_path / "model.keras")).predict(pixels, verbose=0)
     np.testing.assert_allclose(before, after, rtol=1e-5, atol=1e-6)
+
+
+def test_a_trained_model_is_saved_without_its_optimizer_state(tmp_path):
+    """After a step of AdamW with a weight EMA the saved file holds the weights only, and loads the same."""
+    import keras
+
+    model = build_model("mobilenet_v2", num_classes=3, image_size=32, weights=None)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3, use_ema=True), loss="categorical_crossentropy")
+    pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
+    model.fit(pixels, np.eye(3)[[0, 1, 2, 0]], epochs=1, verbose=0)
+    save_model(model, tmp_path / "model.keras")
+    loaded = load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_allclose(loaded.predict(pixels, verbose=0), model.predict(pixels, verbose=0), atol=1e-6)
+    assert [layer.name for layer in loaded.layers] == [layer.name for layer in model.layers]
+    weights_bytes = sum(w.size * 4 for w in model.get_weights())
+    assert (tmp_path / "model.keras").stat().st_size < 1.3 * weights_bytes
 
 
 def test_preprocessing_is_inside_the_model():

@@ -7,6 +7,8 @@ named sub-models, so the head can be trained alone on cached features and reused
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 from keras import layers
 
@@ -119,6 +121,14 @@ def unfreeze_top_layers(model: keras.Model, count: int) -> int:
         layer.trainable = index >= cut and not isinstance(layer, layers.BatchNormalization)
         trainable += layer.trainable
     return trainable
+
+
+def save_model(model: keras.Model, path: str | Path) -> None:
+    """Save ``model`` as a ``.keras`` file without its optimizer's state (AdamW's two moments and a
+    weight EMA would make the file four times the weights); :func:`load_model` loads it uncompiled."""
+    copy = type(model).from_config(model.get_config())  # built, never compiled (clone_model compiles)
+    copy.set_weights(model.get_weights())
+    copy.save(path)
 
 
 def load_model(path: str) -> keras.Model:

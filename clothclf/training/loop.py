@@ -33,7 +33,13 @@ from clothclf.data.report import dataset_report
 from clothclf.errors import RunError
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
-from clothclf.modeling.models import build_model, get_backbone_spec, load_model, unfreeze_top_layers
+from clothclf.modeling.models import (
+    build_model,
+    get_backbone_spec,
+    load_model,
+    save_model,
+    unfreeze_top_layers,
+)
 from clothclf.runs import (
     FEATURES_MODEL,
     HEAD_WEIGHTS,
@@ -500,7 +506,7 @@ def save(
 
 def _write_model_files(work: Path, model: keras.Model, features_model: Path | None) -> None:
     """The Keras model, the LiteRT model (or a head-only run's extractor) and the NumPy head."""
-    model.save(work / KERAS_MODEL)
+    save_model(model, work / KERAS_MODEL)
     if features_model is None:
         export_trust_model(model, work / LITERT_MODEL)
     else:
