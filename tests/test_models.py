@@ -35,7 +35,7 @@ def test_a_trained_model_is_saved_without_its_optimizer_state(tmp_path):
     """After a step of AdamW with a weight EMA the saved file holds the weights only, and loads the same."""
     import keras
 
-    model = build_model("mobilenet_v2", num_classes=3, image_size=32, weights=None)
+    model = build_model("custom_cnn", num_classes=3, image_size=32, weights=None)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3, use_ema=True), loss="categorical_crossentropy")
     pixels = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype("float32")
     model.fit(pixels, np.eye(3)[[0, 1, 2, 0]], epochs=1, verbose=0)

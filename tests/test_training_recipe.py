@@ -146,6 +146,20 @@ def test_blur_spreads_a_point_over_its_neighbours_in_that_share_of_photos_keepin
     np.testing.assert_allclose(blurred.sum(axis=(1, 2)), 255.0, atol=0.05)  # a blur moves light, never adds
     centre = blurred[changed][:, 8, 8, 0]
     assert (centre < 255 * 0.7).all() and (blurred[changed][:, 8, 9, 0] > 1).all()
+    assert centre.min() < 20 and centre.max() > 100  # standard deviations from 0.5 to 2 px, not a narrow band
+
+
+def test_blur_and_quarter_turns_pick_their_photos_independently():
+    from clothclf.data.pipeline import build_augmenter
+
+    points = np.zeros((400, 16, 16, 3), np.float32)
+    points[:, 2, 8] = 255.0  # off-centre: a turn moves it, a blur spreads it
+    augmented = np.asarray(
+        build_augmenter(_only(), seed=3, quarter_turns=0.5, blur=0.5)(points, training=True)
+    )
+    turned = augmented[:, 2, 8, 0] < 1e-3
+    blurred = np.isclose(augmented.max(axis=(1, 2, 3)), 255.0) == 0
+    assert 0.35 < (turned & blurred).sum() / blurred.sum() < 0.65  # about half the blurred ones are turned
 
 
 def test_the_cli_passes_the_augmentation_levers_to_the_config(tmp_path):

@@ -51,8 +51,9 @@ class RandomBlur(keras.layers.Layer):
         if not training or not self.rate:
             return images
         count = tf.shape(images)[0]
-        draw = tf.random.uniform([count], seed=self.seed)
-        sigma = 0.5 + (self.max_sigma - 0.5) * tf.random.uniform([count], seed=self.seed)
+        # One draw: two random ops given the same seed would return the same numbers.
+        draw, spread = tf.unstack(tf.random.uniform([2, count], seed=self.seed))
+        sigma = 0.5 + (self.max_sigma - 0.5) * spread
         radius = int(np.ceil(3 * self.max_sigma))
         offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
         kernels = tf.exp(-0.5 * (offsets[None, :] / sigma[:, None]) ** 2)
@@ -108,8 +109,8 @@ def build_augmenter(
         steps.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 255), seed=seed))
     if config.brightness:
         steps.append(keras.layers.RandomBrightness(config.brightness, value_range=(0, 255), seed=seed))
-    if blur:
-        steps.append(RandomBlur(blur, seed=seed))
+    if blur:  # its own seed: a random op seeded like the quarter turns' would turn and blur the same photos
+        steps.append(RandomBlur(blur, seed=seed + 1))
     return keras.Sequential(steps, name="augment") if steps else None
 
 
