@@ -259,6 +259,16 @@ class TrainConfig:
         step=0.05,
         page=False,
     )
+    mixup: float = option(
+        0.0,
+        "MixUp",
+        "blend each fine-tuning photo and its label with another of the batch by a share drawn from "
+        "Beta(a, a), a being this value (0: off; 0.2 is usual)",
+        minimum=0,
+        maximum=1,
+        step=0.05,
+        page=False,
+    )
     tta: bool = option(
         False, "Test-time augmentation", "average each prediction with that of the mirrored image"
     )

@@ -1,5 +1,5 @@
 """Recipe levers of ``clothclf train`` on tiny models: optimizer, warm-up, weight EMA, starting from a run,
-quarter turns, zoom-in and blur augmentation."""
+quarter turns, zoom-in, blur and MixUp augmentation."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def test_optimizer_choice_weight_decay_and_ema():
         (dict(quarter_turns=1.5), "quarter_turns"),
         (dict(zoom_in=1.0), "zoom_in"),
         (dict(blur=-0.1), "blur"),
+        (dict(mixup=1.5), "mixup"),
     ],
 )
 def test_invalid_recipe_values_are_refused(changes, message):
@@ -168,6 +169,37 @@ def test_the_cli_passes_the_augmentation_levers_to_the_config(tmp_path):
 
     args = build_parser().parse_args(
         ["train", "--data", str(tmp_path), "--quarter-turns", "0.2", "--zoom-in", "0.4", "--blur", "0.3"]
+        + ["--mixup", "0.2"]
     )
     config = train_config_from_args(args, Paths.from_env())
-    assert (config.quarter_turns, config.zoom_in, config.blur) == pytest.approx((0.2, 0.4, 0.3))
+    assert (config.quarter_turns, config.zoom_in, config.blur, config.mixup) == pytest.approx(
+        (0.2, 0.4, 0.3, 0.2)
+    )
+
+
+def test_mixup_blends_images_labels_and_weights_alike_each_photo_staying_the_main_one():
+    from clothclf.data.pipeline import mix_batch
+
+    labels = np.arange(64) % 4
+    images = np.broadcast_to((labels * 50.0)[:, None, None, None], (64, 4, 4, 3)).astype(np.float32)
+    one_hot, weights = np.eye(4, dtype=np.float32)[labels], (labels + 1.0).astype(np.float32)
+    x, y, w = (np.asarray(t) for t in mix_batch(images, (one_hot, weights), alpha=0.4, seed=7))
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(x[:, 0, 0, 0], y @ (np.arange(4) * 50.0), rtol=1e-4)  # same blend as labels
+    np.testing.assert_allclose(w, y @ np.arange(1.0, 5.0), rtol=1e-4)
+    own = y[np.arange(64), labels]
+    assert (own >= 0.5 - 1e-6).all() and (own < 0.99).sum() > 10  # blended, never outweighed
+
+
+def test_mixup_reaches_the_fine_tuning_batches(tmp_path):
+    from helpers import CLASSES, write_dataset
+
+    from clothclf.data.datasets import Split
+    from clothclf.data.pipeline import make_file_dataset
+
+    write_dataset(tmp_path, {"": 4})
+    files = sorted(tmp_path.glob("*/*.png"))
+    split = Split(tuple(files), tuple(CLASSES.index(f.parent.name) for f in files))
+    plain = next(iter(make_file_dataset(split, 16, len(CLASSES), 8)))[1].numpy()
+    mixed = next(iter(make_file_dataset(split, 16, len(CLASSES), 8, mixup=0.4)))[1].numpy()
+    assert set(np.unique(plain)) == {0.0, 1.0} and len(np.unique(mixed)) > 2

@@ -114,6 +114,23 @@ def build_augmenter(
     return keras.Sequential(steps, name="augment") if steps else None
 
 
+def mix_batch(x: tf.Tensor, targets: tuple[tf.Tensor, ...], alpha: float, seed: int) -> tuple[tf.Tensor, ...]:
+    """MixUp: each image, and each of ``targets`` (one-hot labels, sample weights), blended with the
+    batch's image at the same position of a random permutation, by a share drawn from Beta(alpha, alpha)
+    per image (the larger of the two draws' shares: each image stays the main one of its blend)."""
+    count = tf.shape(x)[0]
+    first = tf.random.gamma([count], alpha, seed=seed)
+    share = first / (first + tf.random.gamma([count], alpha, seed=seed + 1))
+    share = tf.maximum(share, 1.0 - share)
+    other = tf.random.shuffle(tf.range(count), seed=seed + 2)
+
+    def blend(values: tf.Tensor) -> tf.Tensor:
+        weight = tf.reshape(share, [-1] + [1] * (len(values.shape) - 1))
+        return weight * values + (1.0 - weight) * tf.gather(values, other)
+
+    return (blend(x), *(blend(t) for t in targets))
+
+
 def _class_table(values: dict[int, float] | None, num_classes: int) -> np.ndarray | None:
     """Per-class values as an array indexed by label (None stays None)."""
     if values is None:
@@ -184,11 +201,13 @@ def make_file_dataset(
     *,
     shuffle: bool = False,
     augmenter: keras.Sequential | None = None,
+    mixup: float = 0.0,
     sample_weights: dict[int, float] | None = None,
     seed: int = 42,
 ) -> tf.data.Dataset:
     """Batches of (float32 pixels 0-255, one-hot labels[, sample weights]) read from disk and decoded
-    by :func:`clothclf.data.images.load_image` as they are needed, augmented if asked.
+    by :func:`clothclf.data.images.load_image` as they are needed, augmented and mixed
+    (:func:`mix_batch`, ``mixup`` > 0) if asked.
 
     Memory holds the file names and a few batches whatever the split's size; unreadable files are
     skipped with a warning.
@@ -213,7 +232,7 @@ def make_file_dataset(
         x = tf.cast(pixels, tf.float32)
         if augmenter is not None:
             x = tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0)
-        y = tf.gather(one_hot, label)
-        return (x, y) if weights is None else (x, y, tf.gather(weights, label))
+        targets = (tf.gather(one_hot, label),) + (() if weights is None else (tf.gather(weights, label),))
+        return mix_batch(x, targets, mixup, seed) if mixup else (x, *targets)
 
     return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(PREFETCH_BATCHES)

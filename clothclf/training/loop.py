@@ -408,6 +408,7 @@ def fit_backbone(
         augmenter=build_augmenter(
             config.augment, config.seed, config.quarter_turns, config.zoom_in, config.blur
         ),
+        mixup=config.mixup if config.augment.enabled else 0.0,
         sample_weights=run.sample_weights(),
         seed=config.seed,
     )
