@@ -157,7 +157,8 @@ def _add_export_command(commands: argparse._SubParsersAction, common: argparse.A
 
 
 def _add_run_commands(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """``clothclf calibrate``, ``clothclf trust`` and ``clothclf runs``: what is done to saved runs."""
+    """``clothclf calibrate``, ``clothclf trust``, ``clothclf soup`` and ``clothclf runs``: what is done
+    to saved runs."""
     calibrate = commands.add_parser(
         "calibrate",
         parents=[common],
@@ -174,6 +175,16 @@ def _add_run_commands(commands: argparse._SubParsersAction, common: argparse.Arg
     trust.add_argument(
         "--accept-accuracy", type=float, help="accuracy accepted answers reach on validation (default: 0.97)"
     )
+    soup = commands.add_parser(
+        "soup",
+        parents=[common],
+        help="average the weights of runs fine-tuned from the same start into a new run (a model soup)",
+    )
+    soup.add_argument(
+        "runs", type=Path, nargs="+", metavar="RUN", help="run folders (the first sets the config)"
+    )
+    soup.add_argument("--out", type=Path, required=True, help="the new run folder")
+    soup.add_argument("--json", action="store_true", help="print one final JSON line")
     runs = commands.add_parser("runs", parents=[common], help="list training runs")
     runs.add_argument("--json", action="store_true")
 
@@ -464,6 +475,20 @@ def cmd_trust(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+def cmd_soup(args: argparse.Namespace, paths: Paths) -> int:
+    require_modules("tensorflow", "keras")
+    from clothclf.training.soup import average_runs
+
+    result = average_runs(args.runs, args.out, paths=paths)  # on the first run's dataset
+    if args.json:
+        print(json.dumps({"val_accuracy": result.val_accuracy, "run_dir": str(result.run_dir)}))
+    else:
+        print(
+            f"saved {result.run_dir}: validation accuracy {result.val_accuracy:.4f}, {result.seconds:.0f} s"
+        )
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.runs import list_runs
 
@@ -489,6 +514,7 @@ COMMANDS = {
     "export": cmd_export,
     "calibrate": cmd_calibrate,
     "trust": cmd_trust,
+    "soup": cmd_soup,
     "runs": cmd_runs,
 }
 

@@ -302,9 +302,15 @@ def _train_and_save(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple
     """The steps of :func:`train` inside its run folder; returns the saved validation metrics and the
     digest of the saved weights."""
     model, extractor_file = fit_phases(run, strategy)
-    run.announce(EVALUATING)
     if run.config.strategy == "multi-worker":
         model = local_copy(model)  # the other workers are gone: predict and save without collectives
+    return evaluate_and_save(run, model, extractor_file)
+
+
+def evaluate_and_save(run: TrainingRun, model: keras.Model, extractor_file: Path | None) -> tuple[dict, str]:
+    """Steps 4-6 for a trained ``model``: score validation (and test), save the run folder, fit the trust
+    scores; returns the saved validation metrics and the digest of the saved weights."""
+    run.announce(EVALUATING)
     validation = score(run, model, "validation", extractor_file)
     test = score(run, model, "test", extractor_file) if len(run.dataset.test) else None
     metrics = save(run, model, validation, test, features_model=extractor_file if run.head_only else None)
