@@ -173,7 +173,8 @@ class TrainConfig:
 
     Recipe levers: ``optimizer`` adam or adamw (``weight_decay``), ``warmup_epochs`` of linear warm-up
     before the cosine schedule, ``ema_momentum`` > 0 to validate, checkpoint and keep a moving average
-    of the weights, and ``init_from``, a run whose weights start this one (only fine-tuning runs).
+    of the weights, ``init_from``, a run whose weights start this one (only fine-tuning runs), and
+    ``teacher``, a run whose answers are blended into the targets of the image phases (distillation).
 
     Every field but ``data_dir`` and ``augment`` is an option (see :func:`options`): declared once with
     its label, help and rules, it becomes a CLI flag of ``clothclf train``, a check of :meth:`validate`
@@ -303,6 +304,22 @@ class TrainConfig:
         "",
         "Start from run",
         "a run folder whose weights start the run (same backbone and head; only fine-tuning runs)",
+        page=False,
+    )
+    teacher: str = option(
+        "",
+        "Teacher run",
+        "a run folder (same classes) whose answers on the training photos are blended into the targets "
+        "of the image phases (knowledge distillation, e.g. from a soup or a larger input)",
+        page=False,
+    )
+    teacher_weight: float = option(
+        0.5,
+        "Teacher weight",
+        "share of each target taken from the teacher's probabilities, the rest from the label (needs teacher)",
+        minimum=0,
+        maximum=1,
+        step=0.05,
         page=False,
     )
     seed: int = option(42, "Seed", "random seed of the split, initialisation and augmentation", minimum=0)

@@ -55,6 +55,7 @@ PHASES = {
     phases.STARTING: "Starting the training process (loading TensorFlow)",
     phases.FEATURES: "Computing backbone features (cached for the next run)",
     phases.HEAD: "Training the classification head",
+    phases.TEACHER: "The teacher run classifies the training photos (distillation targets)",
     phases.FINE_TUNE: "Fine-tuning the top backbone layers",
     phases.TRAIN: "Training the whole network",
     phases.EVALUATING: "Evaluating on the validation set, then saving and exporting the model",

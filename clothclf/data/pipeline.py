@@ -203,36 +203,41 @@ def make_file_dataset(
     augmenter: keras.Sequential | None = None,
     mixup: float = 0.0,
     sample_weights: dict[int, float] | None = None,
+    targets: np.ndarray | None = None,
     seed: int = 42,
 ) -> tf.data.Dataset:
-    """Batches of (float32 pixels 0-255, one-hot labels[, sample weights]) read from disk and decoded
+    """Batches of (float32 pixels 0-255, targets[, sample weights]) read from disk and decoded
     by :func:`clothclf.data.images.load_image` as they are needed, augmented and mixed
-    (:func:`mix_batch`, ``mixup`` > 0) if asked.
+    (:func:`mix_batch`, ``mixup`` > 0) if asked. ``targets`` is a row of class probabilities per
+    photo of ``split`` (default: the one-hot label; e.g. a teacher's answers blended in).
 
     Memory holds the file names and a few batches whatever the split's size; unreadable files are
     skipped with a warning.
     """
     paths = np.asarray([str(p) for p in split.files], dtype=str)
-    dataset = tf.data.Dataset.from_tensor_slices((paths, np.asarray(split.labels, np.int32)))
+    labels = np.asarray(split.labels, np.int32)
+    targets = np.eye(num_classes, dtype=np.float32)[labels] if targets is None else targets
+    if targets.shape != (len(paths), num_classes):
+        raise ValueError(f"targets must have shape ({len(paths)}, {num_classes}), not {targets.shape}")
+    dataset = tf.data.Dataset.from_tensor_slices((paths, labels, targets.astype(np.float32)))
     if shuffle:
         dataset = dataset.shuffle(max(len(paths), 1), seed=seed, reshuffle_each_iteration=True)
     decode = _decoder(image_size)
 
-    def load(path, label):
+    def load(path, label, target):
         pixels, readable = tf.numpy_function(decode, [path], (tf.uint8, tf.bool), stateful=False)
         pixels.set_shape((image_size, image_size, 3))
-        return pixels, label, readable
+        return pixels, label, target, readable
 
     dataset = dataset.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    dataset = dataset.filter(lambda pixels, label, readable: readable).batch(batch_size)
-    one_hot = tf.eye(num_classes, dtype=tf.float32)
+    dataset = dataset.filter(lambda pixels, label, target, readable: readable).batch(batch_size)
     weights = _class_table(sample_weights, num_classes)
 
-    def to_float(pixels, label, readable):
+    def to_float(pixels, label, target, readable):
         x = tf.cast(pixels, tf.float32)
         if augmenter is not None:
             x = tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0)
-        targets = (tf.gather(one_hot, label),) + (() if weights is None else (tf.gather(weights, label),))
-        return mix_batch(x, targets, mixup, seed) if mixup else (x, *targets)
+        outputs = (target,) + (() if weights is None else (tf.gather(weights, label),))
+        return mix_batch(x, outputs, mixup, seed) if mixup else (x, *outputs)
 
     return dataset.map(to_float, num_parallel_calls=tf.data.AUTOTUNE).prefetch(PREFETCH_BATCHES)

@@ -55,8 +55,9 @@ from clothclf.serving.export import export_head, export_trust_model
 from clothclf.serving.runtime import DenseHead, mirror_averaged
 from clothclf.training.calibration import apply_temperature, fit_temperature
 from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
+from clothclf.training.distill import teacher_targets
 from clothclf.training.distributed import fit_distributed, is_chief, local_copy, make_strategy, weights_digest
-from clothclf.training.phases import EVALUATING, FEATURES, FINE_TUNE, HEAD, TRAIN, TRUST
+from clothclf.training.phases import EVALUATING, FEATURES, FINE_TUNE, HEAD, TEACHER, TRAIN, TRUST
 from clothclf.training.trust import features_of, write_trust
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,14 @@ class TrainingRun:
     def sample_weights(self) -> dict[int, float] | None:
         """Per-class loss weights (balanced), or None when the config turns them off."""
         return class_weights(self.dataset.train, self.num_classes) if self.config.class_weights else None
+
+    def teacher_targets(self) -> np.ndarray | None:
+        """The training photos' targets with the teacher's answers blended in, or None (one-hot)."""
+        if not self.config.teacher:
+            return None
+        self.announce(TEACHER)
+        config, dataset = self.config, self.dataset
+        return teacher_targets(config.teacher, dataset.train, dataset.class_names, config.teacher_weight)
 
 
 #: Images the whole model runs on at a time when scoring (a MobileNetV2's activations at 224 px take
@@ -416,6 +425,7 @@ def fit_backbone(
         ),
         mixup=config.mixup if config.augment.enabled else 0.0,
         sample_weights=run.sample_weights(),
+        targets=run.teacher_targets(),
         seed=config.seed,
     )
     val_ds = make_file_dataset(run.dataset.validation, config.image_size, run.num_classes, config.batch_size)

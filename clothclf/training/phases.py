@@ -7,6 +7,7 @@ backbone, or the whole network for a backbone trained from scratch. The others a
 
 STARTING = "starting"
 FEATURES = "features"
+TEACHER = "teacher"
 HEAD = "head"
 FINE_TUNE = "fine_tune"
 TRAIN = "train"
