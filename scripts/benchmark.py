@@ -367,7 +367,36 @@ def catalog(model_dir: Path, photos: list[Path], turns: int = 3) -> dict:
                 }
             )
     median = {key: float(np.median([t[key] for t in turns_out])) for key in turns_out[0]}
-    return {"photos": len(files), "threads": threads, "turns": turns_out, "median": median}
+    budget = cpu_budget(classifier, model_dir, files[:CPU_BUDGET_PHOTOS])
+    budget["ceiling"] = threads * median["forward_ms"] / budget["per_photo_ms"]
+    budget["forward_only_ceiling"] = threads * median["forward_ms"] / budget["forward_1_thread_ms"]
+    return {"photos": len(files), "threads": threads, "turns": turns_out, "median": median, "cpu": budget}
+
+
+#: Photos the CPU budget is measured on (one worker, one thread: about 2 s).
+CPU_BUDGET_PHOTOS = 200
+
+
+def cpu_seconds(call: Callable[[], object]) -> float:
+    """CPU seconds the whole process spends in ``call`` (every thread)."""
+    start = time.process_time()
+    call()
+    return time.process_time() - start
+
+
+def cpu_budget(classifier, model_dir: Path, files: list[str]) -> dict[str, float]:
+    """CPU ms per photo of the catalog's work, one worker on one thread: all of it (``predict_stream``
+    with one worker), decoding and resizing alone, and one single-threaded forward pass. A catalog
+    that keeps every core busy classifies at most cores / (CPU per photo) photos a second, so
+    ``cores x raw forward / CPU per photo`` bounds its ratio to the raw forward pass on this machine."""
+    list(classifier.predict_stream(files[:16], workers=1))  # warm the single-threaded interpreter
+    whole = cpu_seconds(lambda: list(classifier.predict_stream(files, workers=1)))
+    decode = cpu_seconds(lambda: [classifier.load(f) for f in files])
+    forward = raw_forward(model_dir, 1)
+    forward()
+    one = cpu_seconds(lambda: [forward() for _ in range(len(files))])
+    per = 1e3 / len(files)
+    return {"per_photo_ms": whole * per, "decode_resize_ms": decode * per, "forward_1_thread_ms": one * per}
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -417,8 +446,28 @@ def catalog_rows(lite: dict, catalog: dict | None) -> list[tuple[str, str, str]]
                 f"{m['cli_over_batch']:.2f} (turns: {cli})",
                 check_min(m["cli_over_batch"], "cli_over_batch"),
             ),
+            *_cpu_budget_rows(catalog["cpu"], catalog["threads"]),
         ]
     return rows
+
+
+def _cpu_budget_rows(cpu: dict[str, float], threads: int) -> list[tuple[str, str, str]]:
+    """Where a photo's CPU goes in the catalog, and the ratio to the raw forward pass it allows."""
+    rest = cpu["per_photo_ms"] - cpu["decode_resize_ms"] - cpu["forward_1_thread_ms"]
+    return [
+        (
+            "Catalog: CPU per photo, one worker: all / decode + resize / forward (1 thread) / the rest",
+            f"{cpu['per_photo_ms']:.2f} / {cpu['decode_resize_ms']:.2f} / "
+            f"{cpu['forward_1_thread_ms']:.2f} / {rest:.2f} ms",
+            "",
+        ),
+        (
+            f"Catalog: ceiling on this CPU, {threads} cores x raw forward / CPU per photo "
+            "(forward pass alone: cores x raw forward / forward on 1 thread)",
+            f"{cpu['ceiling']:.2f} ({cpu['forward_only_ceiling']:.2f})",
+            "",
+        ),
+    ]
 
 
 def ms(s: dict[str, float]) -> str:
