@@ -403,7 +403,8 @@ def cpu_budget(classifier, model_dir: Path, files: list[str]) -> dict[str, float
             cpu_seconds(lambda: [forward() for _ in part]),
         ]
 
-    rounds = [one_round(files[start : start + size]) for start in range(0, size * CPU_BUDGET_ROUNDS, size)]
+    starts = range(0, size * min(CPU_BUDGET_ROUNDS, len(files)), size)
+    rounds = [one_round(files[start : start + size]) for start in starts]
     whole, decode, one = np.median(np.asarray(rounds), axis=0) * 1e3 / size
     return {"per_photo_ms": whole, "decode_resize_ms": decode, "forward_1_thread_ms": one}
 
