@@ -26,6 +26,11 @@ from clothclf.serving.classifier import Classifier, load_classifier
 #: ``st.session_state[MODEL_KEY]``: the folder (str) of the model this session classifies with.
 MODEL_KEY = "model_dir"
 CHART_CONFIG = {"displayModeBar": False}
+#: Why a run on its own photos shows none: the folder it recorded is gone (uploads are deleted after the run).
+PHOTOS_GONE = (
+    "This model was trained on photos that are no longer on this computer (an uploaded dataset is "
+    "deleted when its run ends), so its photos cannot be shown."
+)
 ENTRY_POINT = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from clothclf.app.models_list import dataset_root_for
+from clothclf.app.models_list import dataset_root_for, recorded_dataset_root
 from clothclf.app.tables import display_name, select_predictions
 from clothclf.config import MB
 from clothclf.evaluation.metrics import most_confused
-from pages._shared import evaluated_run_picker, paginate, photo_grid, require_app_navigation, show_error
+from pages._shared import (
+    PHOTOS_GONE,
+    evaluated_run_picker,
+    paginate,
+    photo_grid,
+    require_app_navigation,
+    show_error,
+)
 
 PER_PAGE = 12
 ANY = "Any"
@@ -87,7 +94,9 @@ with pairs:
 with cards:
     st.subheader(f"{len(mistakes)} of {wrong} mistakes", anchor=False)
     root = dataset_root_for(run)
-    if root is None:
+    if root is None and recorded_dataset_root(run):
+        st.info(PHOTOS_GONE, icon=":material/info:")
+    elif root is None:
         offer_download()
     explain = st.toggle("Show where the model looked", key="mistakes_heatmap", disabled=root is None)
     if not mistakes:

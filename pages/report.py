@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from clothclf.app.models_list import dataset_root_for
+from clothclf.app.models_list import dataset_root_for, recorded_dataset_root
 from clothclf.app.tables import display_name, per_class_rows, select_predictions
 from clothclf.evaluation import plots
 from clothclf.evaluation.metrics import cell_count, default_cell, reliability_table
@@ -14,6 +14,7 @@ from clothclf.evaluation.risk import operating_point, risk_coverage, unknown_eff
 from clothclf.runs import HISTORY
 from pages._shared import (
     CHART_CONFIG,
+    PHOTOS_GONE,
     evaluated_run_picker,
     paginate,
     photo_grid,
@@ -121,7 +122,12 @@ with confusion:
     if not cell:
         st.caption("No images in this cell.")
     elif root is None:
-        st.info("The dataset is not on this computer, so the photos cannot be shown.", icon=":material/info:")
+        gone = (
+            PHOTOS_GONE
+            if recorded_dataset_root(run)
+            else "The dataset is not on this computer, so the photos cannot be shown."
+        )
+        st.info(gone, icon=":material/info:")
     else:
         photo_grid(paginate(cell, 12, key="report_cell_page"), root, columns=6, top3=False)
 

@@ -244,9 +244,8 @@ def test_mistakes_without_the_dataset_offers_the_download(app, evaluated_model, 
     moved = shutil.copytree(evaluated_model, tmp_path / "moved")
     config = read_json(moved / "config.json")
     dataset = Path(config["dataset"]["root"])
-    write_json(
-        moved / "config.json", {**config, "dataset": {**config["dataset"], "root": str(tmp_path / "gone")}}
-    )
+    # A run on the default dataset records no folder; the default dataset is not downloaded yet.
+    write_json(moved / "config.json", {**config, "dataset": {**config["dataset"], "root": None}})
     monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(moved))
     data_dir = Path(os.environ["CLOTHCLF_DATA_DIR"])
     calls = []
@@ -270,7 +269,7 @@ def test_mistakes_without_the_dataset_offers_the_download(app, evaluated_model, 
     assert not at.info
 
 
-def test_a_failed_dataset_download_says_why_and_leaves_no_progress_bar(
+def test_a_run_whose_own_photos_are_gone_says_so_and_shows_no_other_photos(
     app, evaluated_model, tmp_path, monkeypatch
 ):
     moved = shutil.copytree(evaluated_model, tmp_path / "moved")
@@ -278,6 +277,20 @@ def test_a_failed_dataset_download_says_why_and_leaves_no_progress_bar(
     write_json(
         moved / "config.json", {**config, "dataset": {**config["dataset"], "root": str(tmp_path / "gone")}}
     )
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(moved))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/mistakes.py").run()
+    assert_no_exception(at)
+    assert "no longer on this computer" in at.info[0].value
+    assert not at.get("image") and not at.button, "no download offer: the default dataset is not its photos"
+
+
+def test_a_failed_dataset_download_says_why_and_leaves_no_progress_bar(
+    app, evaluated_model, tmp_path, monkeypatch
+):
+    moved = shutil.copytree(evaluated_model, tmp_path / "moved")
+    config = read_json(moved / "config.json")
+    write_json(moved / "config.json", {**config, "dataset": {**config["dataset"], "root": None}})
     monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(moved))
 
     def offline(*args, **kwargs):

@@ -17,6 +17,7 @@ from clothclf.app.models_list import (
     image_path,
     list_models,
     models_table,
+    recorded_dataset_root,
     same_classes,
 )
 from clothclf.app.tables import page_count, page_of, per_class_rows, select_predictions
@@ -116,7 +117,7 @@ def test_evaluated_splits_list_saved_evaluations_after_the_splits(tiny_run, tmp_
     assert load_run(run).metrics("shop")["split"] == "shop"
 
 
-def test_dataset_root_prefers_the_recorded_root_then_the_default(tiny_run, tmp_path, monkeypatch):
+def test_dataset_root_is_the_recorded_root_else_for_default_runs_the_default(tiny_run, tmp_path, monkeypatch):
     run = load_run(tiny_run)
     recorded = read_json(tiny_run / "config.json")["dataset"]["root"]
     assert dataset_root_for(run) == type(tmp_path)(recorded)
@@ -129,7 +130,9 @@ def test_dataset_root_prefers_the_recorded_root_then_the_default(tiny_run, tmp_p
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "data"))
     assert dataset_root_for(load_run(moved)) is None
     (tmp_path / "data" / "train").mkdir(parents=True)
-    assert dataset_root_for(load_run(moved)) == tmp_path / "data"
+    # Its own photos are gone (an uploaded zip after its run): the default dataset must not stand in.
+    assert dataset_root_for(load_run(moved)) is None
+    assert recorded_dataset_root(load_run(moved)) == str(tmp_path / "gone")
     assert dataset_root_for(None) == tmp_path / "data"
     config["dataset"]["root"] = None  # a shipped run records no folder: the default dataset is its own
     write_json(moved / "config.json", config)

@@ -110,16 +110,21 @@ def test_warning_before_a_run_that_will_not_fit(tmp_path):
     assert memory_warning(head_only, 2700, used_mb=200) is None
     warning = memory_warning(fine_tune, 1024, used_mb=250)
     assert "774 MB of the 1,024 MB" in warning and "head only" in warning and "smaller batch" in warning
+    # Nothing a visitor can set makes a head-only run smaller: the advice says the server is too small.
+    too_small = memory_warning(head_only, 690, used_mb=340)
+    assert "350 MB of the 690 MB" in too_small and "too small to train" in too_small
+    assert "smaller batch" not in too_small and "Try training the head only" not in too_small
 
 
 def test_a_training_child_killed_by_sigkill_most_likely_ran_out_of_memory():
     from clothclf.app.jobs import out_of_memory_hint
 
-    assert out_of_memory_hint(1024) == (
+    assert out_of_memory_hint(1024, head_only=False) == (
         ". It most likely ran out of memory of the 1,024 MB this app may use. "
         "Try training the head only, smaller images or a smaller batch."
     )
-    assert "ran out of memory. Try" in out_of_memory_hint(None)
+    assert "ran out of memory. Try" in out_of_memory_hint(None, head_only=False)
+    assert "already the lightest run" in out_of_memory_hint(690, head_only=True)
 
 
 # --- under a real cap: the app server and training runs in a memory cgroup -----------------------

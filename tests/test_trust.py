@@ -15,7 +15,7 @@ from PIL import Image
 
 from clothclf.cli import main
 from clothclf.evaluation.risk import operating_point, risk_coverage, unknown_effect
-from clothclf.runs import TRUST_FILE, read_json, write_json
+from clothclf.runs import TRUST_FILE, read_csv, read_json, write_json
 from clothclf.serving.classifier import ExplanationUnavailable, Trust, load_classifier
 from clothclf.serving.explain import head_gradient
 from clothclf.serving.runtime import DenseHead
@@ -124,6 +124,17 @@ def test_tiny_run_answers_carry_status_and_score(tiny_run, synthetic_dataset):
     files = sorted((synthetic_dataset / "test").rglob("*.png"))
     predictions = classifier.predict_batch(files)
     assert all(p.status in STATUSES and isinstance(p.ood_score, float) for p in predictions)
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_saved_predictions_carry_the_status_serving_gives(tiny_run, synthetic_dataset, split):
+    saved = {row["file"]: row for row in read_csv(tiny_run / f"predictions_{split}.csv")}
+    files = sorted((synthetic_dataset / split).rglob("*.png"))
+    assert sorted(saved) == sorted(str(f.relative_to(synthetic_dataset)) for f in files)
+    for file, answer in zip(files, load_classifier(tiny_run).predict_batch(files)):
+        row = saved[str(file.relative_to(synthetic_dataset))]
+        assert row["status"] == answer.status
+        assert float(row["ood_score"]) == pytest.approx(answer.ood_score, abs=1e-4)
 
 
 def test_explanation_is_a_heatmap_of_the_top_label(tiny_run, synthetic_dataset):

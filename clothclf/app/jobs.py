@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clothclf.app.memory import OUT_OF_MEMORY_ADVICE, memory_limit_mb
+from clothclf.app.memory import memory_limit_mb, out_of_memory_advice
 from clothclf.app.training_data import check_training_data, discard_upload
 from clothclf.config import Limits, Paths, TrainConfig
 from clothclf.data.report import DatasetReport
@@ -210,13 +210,16 @@ class Job:
             f"the training process {how} before it finished; no run was saved "
             f"(log: {self.folder / 'output.log'})"
         )
-        return message + (out_of_memory_hint(memory_limit_mb()) if how.endswith("SIGKILL") else "")
+        if not how.endswith("SIGKILL"):
+            return message
+        head_only = bool(self.request().get("config", {}).get("head_only", False))
+        return message + out_of_memory_hint(memory_limit_mb(), head_only)
 
 
-def out_of_memory_hint(limit_mb: float | None) -> str:
+def out_of_memory_hint(limit_mb: float | None, head_only: bool) -> str:
     """What a training child killed by SIGKILL most likely means: the kernel's OOM killer."""
     within = f" of the {limit_mb:,.0f} MB this app may use" if limit_mb else ""
-    return f". It most likely ran out of memory{within}. {OUT_OF_MEMORY_ADVICE}"
+    return f". It most likely ran out of memory{within}. {out_of_memory_advice(head_only)}"
 
 
 @dataclass(frozen=True)

@@ -99,8 +99,17 @@ def memory_warning(config: TrainConfig, limit_mb: float | None, used_mb: float =
     return (
         f"This run needs about {need:,.0f} MB of memory but only about {max(free, 0):,.0f} MB of the "
         f"{limit_mb:,.0f} MB this app may use are free, so it would most likely be stopped. "
-        f"{OUT_OF_MEMORY_ADVICE}"
+        f"{out_of_memory_advice(config.head_only)}"
     )
 
 
-OUT_OF_MEMORY_ADVICE = "Try training the head only, smaller images or a smaller batch."
+def out_of_memory_advice(head_only: bool) -> str:
+    """What to change when a run does not fit: a lighter run, or (for the lightest, head-only) a
+    larger machine, since nothing a visitor can set makes a head-only run smaller."""
+    if not head_only:
+        return "Try training the head only, smaller images or a smaller batch."
+    return (
+        "Training the head only is already the lightest run, so this app's server is too small to train "
+        f"(it needs about {HEAD_ONLY_MB:,} MB beside the app): run `clothclf train` on a larger machine "
+        "and copy the run folder into the app's runs folder."
+    )

@@ -162,16 +162,24 @@ def evaluated_splits(run: RunInfo) -> list[str]:
     ]
 
 
+def recorded_dataset_root(run: RunInfo | None) -> str | None:
+    """The dataset folder ``run`` recorded, or None for a run on the default dataset (which records
+    none, wherever it lives) and for runs saved before datasets were recorded."""
+    if run is None:
+        return None
+    try:
+        return run.config().get("dataset", {}).get("root")
+    except (OSError, ValueError):
+        return None
+
+
 def dataset_root_for(run: RunInfo | None, paths: Paths | None = None) -> Path | None:
-    """Where ``run``'s images are: the root recorded in its config if it still exists, else the
-    default dataset folder if it exists, else None."""
-    if run is not None:
-        try:
-            recorded = run.config().get("dataset", {}).get("root")
-        except (OSError, ValueError):
-            recorded = None
-        if recorded and Path(recorded).is_dir():
-            return Path(recorded)
+    """Where ``run``'s images are: the folder it recorded (None once that is gone, e.g. an uploaded
+    zip deleted after its run: other photos must not stand in for them); for a run on the default
+    dataset, the default dataset folder if it exists, else None."""
+    recorded = recorded_dataset_root(run)
+    if recorded:
+        return Path(recorded) if Path(recorded).is_dir() else None
     fallback = (paths or Paths.from_env()).default_dataset_dir
     return fallback if fallback.is_dir() else None
 

@@ -48,6 +48,7 @@ from clothclf.runs import (
     PARTIAL_PREFIX,
     atomic_run_dir,
     new_run_name,
+    training_evaluation,
     write_evaluation,
     write_run,
 )
@@ -58,7 +59,7 @@ from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, Progr
 from clothclf.training.distill import teacher_targets
 from clothclf.training.distributed import fit_distributed, is_chief, local_copy, make_strategy, weights_digest
 from clothclf.training.phases import EVALUATING, FEATURES, FINE_TUNE, HEAD, TEACHER, TRAIN, TRUST
-from clothclf.training.trust import features_of, write_trust
+from clothclf.training.trust import annotate_predictions, features_of, write_trust
 
 log = logging.getLogger(__name__)
 
@@ -537,13 +538,16 @@ def fit_trust_scores(
     """Step 6: the feature bank of the training photos and the thresholds, fitted on validation
     (:mod:`clothclf.training.trust`); ``probs`` are the calibrated validation probabilities."""
     run.announce(TRUST)
+    scored = [s for s in ("validation", "test") if training_evaluation(run.work, s).predictions.is_file()]
     if run.head_only and extractor_file is not None:  # the cached features are the served ones
-        train, val = (run.cached_features(extractor_file, s).features for s in ("train", "validation"))
+        features = {s: run.cached_features(extractor_file, s).features for s in ("train", *scored)}
     else:
         model_file, size = run.work / LITERT_MODEL, run.config.image_size
-        train, val = (features_of(model_file, run.dataset.split(s), size) for s in ("train", "validation"))
+        features = {s: features_of(model_file, run.dataset.split(s), size) for s in ("train", *scored)}
     logits = DenseHead(run.work / HEAD_WEIGHTS).logits
+    train, val = features.pop("train"), features["validation"]
     write_trust(run.work, logits, train, val, probs, labels, run.config.accept_accuracy)
+    annotate_predictions(run.work, features)  # the saved answers get the status serving gives them
 
 
 def _evaluation(run: TrainingRun, scores: Scores, temperature: float) -> tuple[dict, list[dict]]:

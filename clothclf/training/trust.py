@@ -15,6 +15,7 @@ import numpy as np
 
 from clothclf.data.datasets import Dataset, Split, create_dataset, map_split
 from clothclf.errors import RunError
+from clothclf.evaluation.predictions import prediction_arrays, prediction_rows
 from clothclf.modeling.models import load_model, with_feature_map
 from clothclf.runs import (
     CONFIG,
@@ -24,12 +25,16 @@ from clothclf.runs import (
     LITERT_MODEL,
     SUMMARY,
     TRUST_FILE,
+    read_class_names,
+    read_csv,
     read_json,
     record_model_digests,
+    training_evaluation,
     verify_model_files,
+    write_csv,
     write_json,
 )
-from clothclf.serving.classifier import Classifier, load_classifier
+from clothclf.serving.classifier import Classifier, load_classifier, load_trust
 from clothclf.serving.export import export_head, export_tflite, export_trust_model
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
 from clothclf.serving.trust import DEFAULT_ACCEPT_ACCURACY, fit_trust
@@ -102,6 +107,29 @@ def write_trust(
     summary = read_json(model_dir / SUMMARY)
     write_json(model_dir / SUMMARY, {**summary, "trust": record})
     return record
+
+
+def annotate_predictions(model_dir: Path, features: dict[str, np.ndarray]) -> None:
+    """Give the predictions training saved for each split (``predictions_<split>.csv``) each photo's
+    ``status`` and ``ood_score`` under the run's fitted trust, as serving would answer;
+    ``features[split]`` holds the photos' pooled features in the order of the saved rows."""
+    trust = load_trust(model_dir, read_json(model_dir / SUMMARY))
+    if not trust.scored:
+        return
+    class_names = read_class_names(model_dir)
+    for split, split_features in features.items():
+        saved = training_evaluation(model_dir, split).predictions
+        rows = read_csv(saved)
+        if len(rows) != len(split_features):
+            raise RunError(f"{saved}: {len(rows)} predictions but features of {len(split_features)} photos")
+        scores = trust.bank.ood_scores(split_features, trust.head.logits(split_features))
+        statuses = [
+            (trust.thresholds.status(float(row["confidence"]), float(score)), float(score))
+            for row, score in zip(rows, scores)
+        ]
+        y_true, probs = prediction_arrays(rows, class_names)
+        files = [row["file"] for row in rows]
+        write_csv(saved, prediction_rows(files, y_true, probs, class_names, trust=statuses))
 
 
 def upgrade_run(model_dir: str | Path, data_dir: str | Path, accept_accuracy: float | None = None) -> dict:
