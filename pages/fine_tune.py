@@ -51,6 +51,8 @@ LAID_OUT = frozenset(
     }
 )
 REFRESH_SECONDS = 1.0
+#: How often an idle page looks for a run started elsewhere.
+WATCH_SECONDS = 3.0
 PHASES = {
     phases.STARTING: "Starting the training process (loading TensorFlow)",
     phases.FEATURES: "Computing backbone features (cached for the next run)",
@@ -104,6 +106,13 @@ def show_report(report: DatasetReport) -> None:
     if report.skipped:
         with st.expander(f"Skipped: {len(report.skipped)} files or folders, each with the reason"):
             st.dataframe([s.to_dict() for s in report.skipped], hide_index=True)
+    if report.unvalidated and "validation" in report.counts:
+        st.warning(
+            f"No validation photos of {', '.join(map(repr, report.unvalidated))}: the run cannot measure "
+            "how well it recognises them, and its macro averages count them as zero. Add a few of each "
+            "to the validation folder.",
+            icon=":material/warning:",
+        )
     if report.tiny:
         st.caption(
             f"{len(report.tiny)} photos are smaller than {TINY_SIDE} px on their shorter side "
@@ -120,6 +129,15 @@ def progress_text(status: JobStatus) -> str:
     return text
 
 
+@st.fragment(run_every=WATCH_SECONDS)
+def watch_for_other_runs(paths: Paths, shown: str | None) -> None:
+    """While no run is active here, redraw the page as soon as one starts elsewhere (another tab or
+    visitor: one run per server), so this page shows its progress and no Start that would be refused."""
+    job = current_job(paths)
+    if (job.id if job is not None else None) != shown:
+        st.rerun()
+
+
 @st.fragment(run_every=REFRESH_SECONDS)
 def live_progress(job: Job) -> None:
     """The running job, redrawn every second; a full rerun once it has ended shows its result."""
@@ -132,9 +150,9 @@ def live_progress(job: Job) -> None:
         st.info("Cancelling: training stops after the current batch.", icon=":material/hourglass_top:")
     st.progress(min(max(status.fraction, 0.0), 1.0), text=progress_text(status))
     elapsed, eta, accuracy = st.columns(3)
-    elapsed.metric("Elapsed", duration(status.elapsed))
+    elapsed.metric("Elapsed", duration(status.waited()))
     eta.metric(
-        "Time left (estimate)",
+        "Time left in this step (estimate)",
         duration(status.eta) if status.phase in phases.FIT_PHASES else "—",
     )
     last_val = status.history[-1].get("val_accuracy") if status.history else None
@@ -435,3 +453,5 @@ if job is not None and status is not None:
         live_progress(job)
     else:
         show_result(job, status, paths)
+if not busy:
+    watch_for_other_runs(paths, job.id if job is not None else None)

@@ -14,21 +14,27 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(PROJECT_ROOT))
+
+from clothclf.runs import training_evaluation  # noqa: E402
 
 SPLITS = ("validation", "test")
 
 
 def accuracy(run: Path, split: str) -> float:
     """The accuracy the run saved for ``split``."""
-    return float(json.loads((run / f"metrics_{split}.json").read_text())["accuracy"])
+    return float(json.loads(training_evaluation(run, split).metrics.read_text())["accuracy"])
 
 
 def log_probabilities(run: Path, split: str) -> tuple[list[str], np.ndarray, list[str]]:
     """(files, log-probabilities, true labels) of a run's saved predictions, sorted by file."""
-    with open(run / f"predictions_{split}.csv", newline="") as handle:
+    with open(training_evaluation(run, split).predictions, newline="") as handle:
         rows = sorted(csv.DictReader(handle), key=lambda row: row["file"])
     columns = [name for name in rows[0] if name.startswith("p_")]
     probs = np.array([[float(row[c]) for c in columns] for row in rows])

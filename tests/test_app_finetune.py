@@ -132,6 +132,6 @@ def test_a_run_that_will_not_fit_in_memory_is_not_started_without_consent(
     fill_tiny_form(at)
     at.button(key="ft_start").click().run()
     assert not at.exception
-    assert "only about" in texts(at.warning) and "Try training the head only" in texts(at.warning)
+    assert "only about" in texts(at.warning) and "too small to train" in texts(at.warning)
     assert current_job(Paths.from_env()) is None, "nothing was started"
     assert at.checkbox(key="ft_start_anyway").label == "Start even if it may not fit in memory"

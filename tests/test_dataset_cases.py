@@ -28,7 +28,7 @@ from clothclf.cli import main as cli
 from clothclf.config import Paths
 from clothclf.data.archives import safe_extract_zip
 from clothclf.data.datasets import create_dataset
-from clothclf.data.report import DatasetReport, build_report
+from clothclf.data.report import DatasetReport, build_report, format_report
 from clothclf.errors import DatasetError
 from clothclf.runs import write_json
 
@@ -320,6 +320,19 @@ def test_unused_uploads_are_kept_up_to_the_cap_least_recently_used_first(tmp_pat
     assert deleted == [folders[2]], "the least recently used goes first, never the one a run uses"
     assert prune_uploads(paths, keep_bytes=0) == [folders[1], folders[0]]
     assert not any(uploads_dir(paths).iterdir())
+
+
+def test_a_class_missing_from_validation_is_named(tmp_path):
+    root = tmp_path / "ds"
+    for name, data in photos("train/dress", 6, 0) + photos("train/hat", 6, 1) + photos("train/shoes", 6, 2):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    for name, data in photos("validation/dress", 2, 0) + photos("validation/hat", 2, 1):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    report = build_report(create_dataset(root))
+    assert report.ok and report.unvalidated == ("shoes",)
+    assert "no validation photos of: shoes" in format_report(report)
 
 
 def test_clothclf_data_check_prints_a_readable_report(tmp_path, capsys):

@@ -7,6 +7,7 @@ TensorFlow dominates) and polls their status files with timeouts, so nothing can
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import io
 import os
 import signal
@@ -23,7 +24,7 @@ from clothclf.app.jobs import Job, JobStatus, current_job, start_job
 from clothclf.app.training_data import check_training_data, extract_uploaded_dataset, uploads_dir
 from clothclf.config import Paths, TrainConfig
 from clothclf.errors import ClothclfError, DatasetError
-from clothclf.runs import PARTIAL_PREFIX, list_runs, write_json
+from clothclf.runs import PARTIAL_PREFIX, list_runs, read_json, write_json
 
 TIMEOUT = 300  # seconds: generous for a loaded two-core machine; a healthy job needs well under this
 
@@ -101,6 +102,18 @@ def test_a_job_trains_in_a_child_process_and_its_run_is_listed(synthetic_dataset
     assert [run.path for run in list_runs(paths.runs_dir)] == [Path(status.run_dir)]
     assert len(status.history) == 2 and {"loss", "val_accuracy"} <= set(status.history[-1])
     assert 0.0 <= status.metrics["val_accuracy"] <= 1.0
+    # The time shown is what the visitor waited: from the click, TensorFlow's start and the saving included.
+    waited = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(status.started)).total_seconds()
+    assert status.elapsed > float(read_json(Path(status.run_dir) / "run.json")["seconds"])
+    assert status.elapsed <= waited + 1
+
+
+def test_the_wait_counts_from_the_start_while_active_and_is_fixed_once_ended():
+    started = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
+    running = JobStatus("j", "running", elapsed=3.0, started=started.isoformat(timespec="seconds"))
+    assert running.waited(started + dt.timedelta(seconds=40)) == 40.0  # no event for 37 s: still counts
+    assert running.waited(started + dt.timedelta(seconds=1)) == 3.0
+    assert dataclasses.replace(running, state="finished", elapsed=41.5).waited() == 41.5
 
 
 def test_bad_configs_and_datasets_are_refused_before_anything_starts(synthetic_dataset, paths, tmp_path):

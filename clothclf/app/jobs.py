@@ -96,6 +96,14 @@ class JobStatus:
         """Whether the job may still be training (starting, running or cancelling)."""
         return self.state in ACTIVE_STATES
 
+    def waited(self, now: dt.datetime | None = None) -> float:
+        """Seconds since the job started while it is active (what the visitor has waited, loading and
+        saving included, whether or not a progress event came); once ended, ``elapsed``."""
+        if not self.active or not self.started:
+            return self.elapsed
+        now = now or dt.datetime.now(dt.UTC)
+        return max((now - dt.datetime.fromisoformat(self.started)).total_seconds(), self.elapsed)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what ``status.json`` holds)."""
         return {**dataclasses.asdict(self), "history": list(self.history)}

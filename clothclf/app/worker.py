@@ -121,7 +121,7 @@ def run_job(job: Job, stop: threading.Event) -> JobStatus:
         state="finished",
         phase=DONE,
         fraction=1.0,
-        elapsed=result.seconds,
+        elapsed=reporter.last.waited(),  # from the click, TensorFlow's start and the saving included
         eta=0.0,
         run_dir=str(result.run_dir),
         metrics={

@@ -86,6 +86,13 @@ class DatasetReport:
         """Identical photos in two splits or two classes: they make validation and test scores lie."""
         return tuple(d for d in self.duplicates if d.kind != "within a class")
 
+    @property
+    def unvalidated(self) -> tuple[str, ...]:
+        """Classes with no readable validation photo: training cannot measure them (their validation
+        recall is undefined, and macro averages count them as zero)."""
+        validation = self.counts.get("validation", {})
+        return tuple(name for name in self.class_names if not validation.get(name, 0))
+
     def count_rows(self) -> list[dict]:
         """Photos per class (rows) and split (columns), as a table's rows."""
         return [
@@ -257,6 +264,10 @@ def format_report(report: DatasetReport) -> str:
     if report.tiny:
         lines.append(
             f"tiny photos (under {TINY_SIDE} px on a side): {len(report.tiny)}, e.g. {report.tiny[0]}"
+        )
+    if report.unvalidated and "validation" in report.counts:
+        lines.append(
+            f"no validation photos of: {', '.join(report.unvalidated)} (their accuracy cannot be measured)"
         )
     lines += [f"refused: {problem}" for problem in report.problems]
     return "\n".join(lines)
