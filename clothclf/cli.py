@@ -28,8 +28,13 @@ from clothclf.errors import ClothclfError, RunError
 log = logging.getLogger("clothclf")
 
 
-def _add_model_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", type=Path, help="model or run folder (default: the shipped model)")
+def _add_model_arg(parser: argparse.ArgumentParser, writes: bool = False) -> None:
+    """``--model``; a command that writes into the run folder needs it named (never the shipped model
+    by default: it stays as committed)."""
+    if writes:
+        parser.add_argument("--model", type=Path, required=True, help="the run folder to write into")
+    else:
+        parser.add_argument("--model", type=Path, help="model or run folder (default: the shipped model)")
 
 
 def _flag_value(value: object) -> str:
@@ -142,7 +147,7 @@ def _add_export_command(commands: argparse._SubParsersAction, common: argparse.A
     export = commands.add_parser(
         "export", parents=[common], help="write model.tflite for a run that lacks it"
     )
-    _add_model_arg(export)
+    _add_model_arg(export, writes=True)
     export.add_argument("--force", action="store_true", help="overwrite an existing model.tflite")
     export.add_argument(
         "--int8",
@@ -164,13 +169,13 @@ def _add_run_commands(commands: argparse._SubParsersAction, common: argparse.Arg
         parents=[common],
         help="fit a run's temperature on its validation predictions (for older runs)",
     )
-    _add_model_arg(calibrate)
+    _add_model_arg(calibrate, writes=True)
     trust = commands.add_parser(
         "trust",
         parents=[common],
         help="add trust scores to a run saved without them: feature outputs, feature bank, fitted thresholds",
     )
-    _add_model_arg(trust)
+    _add_model_arg(trust, writes=True)
     trust.add_argument("--data", type=Path, help="the run's dataset (default: CLOTHCLF_DATA_DIR)")
     trust.add_argument(
         "--accept-accuracy", type=float, help="accuracy accepted answers reach on validation (default: 0.97)"
@@ -298,13 +303,18 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def _evaluation_split(data: Path, split: str, class_names: tuple[str, ...]):
-    """(split files, root for relative names, split name) of a dataset root or a class folder."""
+    """(split files, root for relative names, split name) of a dataset root (its split folders named
+    as training reads them: ``Train``, ``val``, ``testing``…) or a class folder."""
     from clothclf.data.datasets import SPLITS, scan_class_folder
+    from clothclf.data.layout import split_of
 
-    if (data / "train").is_dir() or (data / split).is_dir():
+    split_folders = {split_of(d.name): d for d in sorted(data.iterdir()) if d.is_dir() and split_of(d.name)}
+    if split_folders:
         if split not in SPLITS:
             raise ClothclfError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-        folder, name = data / split, split
+        if split not in split_folders:
+            raise ClothclfError(f"{data}: no {split} folder (its splits: {', '.join(sorted(split_folders))})")
+        folder, name = split_folders[split], split
     else:
         folder, name = data, re.sub(r"[^A-Za-z0-9_-]", "_", data.name)
     return scan_class_folder(folder, class_names)[1], folder.parent, name
@@ -399,6 +409,8 @@ def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
         raise ClothclfError("name photos or folders to classify, or --from-list FILE")
     if args.resume and args.out is None:
         raise ClothclfError("--resume needs --out (the file to continue)")
+    if args.explain is not None and args.explain.exists() and not args.explain.is_dir():
+        raise ClothclfError(f"--explain {args.explain}: not a folder")
     summary = predict_catalog(
         args.files,
         args.out if args.out is not None else _PrintedRows(args.json),
@@ -413,22 +425,27 @@ def cmd_predict(args: argparse.Namespace, paths: Paths) -> int:
     )
     print(f"clothclf: {summary.line()}" + (f" -> {args.out}" if args.out else ""), file=sys.stderr)
     if args.explain:
-        _write_explanations(args.files, args.model, args.explain)
+        from_list = None if str(args.from_list) == "-" else args.from_list  # standard input is read once
+        _write_explanations(args.files, from_list, args.model, args.backend, args.explain)
     return 1 if summary.failed else 0
 
 
-def _write_explanations(files: list[str], model_dir: Path | None, out_dir: Path) -> None:
-    """Each local photo of ``files`` with the heatmap of where the model looked, as ``out_dir/<stem>.png``."""
+def _write_explanations(
+    files: list[str], from_list: str | None, model_dir: Path | None, backend: str, out_dir: Path
+) -> None:
+    """Each local photo of ``files`` and ``from_list`` with the heatmap of where the model looked, as
+    ``out_dir/<stem>.png`` (``<stem>-2.png``… for photos of the same name in other folders)."""
     from PIL import Image
 
     from clothclf.data.images import load_image
-    from clothclf.serving.batch import expand_paths, is_uri
+    from clothclf.serving.batch import catalog_files, is_uri
     from clothclf.serving.classifier import load_classifier
     from clothclf.serving.explain import overlay
 
-    classifier = load_classifier(model_dir)
+    classifier = load_classifier(model_dir, backend=backend)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for file in expand_paths(files):
+    written: dict[str, int] = {}
+    for file in catalog_files(files, from_list):
         if is_uri(file):
             continue
         try:
@@ -438,13 +455,16 @@ def _write_explanations(files: list[str], model_dir: Path | None, out_dir: Path)
             print(f"{file}: no explanation: {exc}", file=sys.stderr)
             continue
         photo.thumbnail((1024, 1024), Image.Resampling.BILINEAR)
-        overlay(photo, explanation).save(out_dir / f"{Path(file).stem}.png")
+        stem = Path(file).stem
+        written[stem] = written.get(stem, 0) + 1
+        name = stem if written[stem] == 1 else f"{stem}-{written[stem]}"
+        overlay(photo, explanation).save(out_dir / f"{name}.png")
 
 
 def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.serving.export import export_run, export_run_int8
 
-    model_dir = args.model or paths.default_model_dir
+    model_dir = args.model
     if args.int8:
         print(export_run_int8(model_dir, args.data or paths.default_dataset_dir, overwrite=args.force))
     else:
@@ -464,7 +484,7 @@ def cmd_calibrate(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_trust(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.training.trust import upgrade_run
 
-    model_dir = args.model or paths.default_model_dir
+    model_dir = args.model
     record = upgrade_run(model_dir, args.data or paths.default_dataset_dir, args.accept_accuracy)
     val = record["validation"]
     print(

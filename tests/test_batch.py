@@ -184,3 +184,46 @@ def test_progress_line_shows_rate_and_time_left(tiny_run, catalog, tmp_path, cap
     err = capsys.readouterr().err
     assert summary.classified == 6
     assert "\r7/7 photos (100%)" in err and "photos/s  ETA 0:00" in err and err.endswith("\n")
+
+
+def test_a_begun_parquet_file_is_not_overwritten_without_resume(tiny_run, catalog, tmp_path):
+    out = tmp_path / "rows.parquet"
+    out.with_name(f".{out.name}.partial.jsonl").write_text(json.dumps({"file": "x.png", "label": "x"}) + "\n")
+    with pytest.raises(ClothclfError, match="was begun .* add --resume"):
+        predict_catalog([catalog], out, model_dir=tiny_run)
+    assert out.with_name(f".{out.name}.partial.jsonl").read_text().startswith('{"file": "x.png"')
+
+
+def test_parquet_takes_file_names_that_are_not_utf8(tiny_run, tmp_path):
+    name = os.fsdecode(b"caf\xe9.png")  # a name from an old Latin-1 system, as Python reads it
+    make_image(0, np.random.default_rng(0)).save(tmp_path / name)
+    out = tmp_path / "rows.parquet"
+    summary = predict_catalog([tmp_path / name], out, model_dir=tiny_run)
+    assert summary.classified == 1
+    (row,) = read_rows(out)
+    assert row["file"].endswith("caf\\xe9.png") and row["label"] in CLASSES
+
+
+def test_resume_knows_a_photo_by_its_absolute_path(tiny_run, catalog, tmp_path, monkeypatch):
+    out = tmp_path / "rows.csv"
+    predict_catalog([catalog], out, model_dir=tiny_run)
+    monkeypatch.chdir(catalog.parent)
+    summary = predict_catalog([catalog.name], out, model_dir=tiny_run, resume=True)
+    assert (summary.skipped, summary.classified, summary.failed) == (7, 0, 0)
+    assert len(read_rows(out)) == 7
+
+
+def test_explanations_of_same_named_photos_and_listed_photos_each_get_a_file(tiny_run, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    for folder in ("x", "y", "z"):
+        (tmp_path / folder).mkdir()
+        make_image(0, rng).save(tmp_path / folder / "photo.png")
+    listing = tmp_path / "list.txt"
+    listing.write_text(str(tmp_path / "z" / "photo.png") + "\n")
+    out = tmp_path / "explained"
+    args = ["predict", "--model", str(tiny_run), "--explain", str(out), "--from-list", str(listing)]
+    assert main([*args, str(tmp_path / "x"), str(tmp_path / "y")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["photo-2.png", "photo-3.png", "photo.png"]
+    (tmp_path / "a-file").write_text("")
+    assert main(["predict", "--model", str(tiny_run), "--explain", str(tmp_path / "a-file"), str(out)]) == 1
+    assert "not a folder" in capsys.readouterr().err

@@ -111,6 +111,19 @@ def test_evaluate_class_folder_human_output(model_copy, synthetic_dataset, capsy
     assert not (model_copy / "metrics_validation_.json").exists()
 
 
+def test_evaluate_reads_split_folders_named_as_training_reads_them(
+    model_copy, synthetic_dataset, tmp_path, capsys
+):
+    data = tmp_path / "shop"
+    shutil.copytree(synthetic_dataset / "train", data / "Train")
+    shutil.copytree(synthetic_dataset / "validation", data / "Val")
+    args = ["evaluate", "--model", str(model_copy), "--data", str(data), "--no-save"]
+    assert main([*args, "--split", "validation", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_images"] == 12  # Val, not the class folder "Train"
+    assert main(args) == 1  # the default split, test, is not there
+    assert "no test folder (its splits: train, validation)" in capsys.readouterr().err
+
+
 def test_predict_json_lines_and_exit_status(model_copy, tmp_path):
     good = tmp_path / "good.png"
     import numpy as np

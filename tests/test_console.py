@@ -90,6 +90,13 @@ def test_a_bad_flag_value_is_one_line():
     ]
 
 
+@pytest.mark.parametrize("command", ["calibrate", "trust", "export"])
+def test_commands_that_write_into_a_run_never_default_to_the_shipped_model(command):
+    result = clothclf(command)
+    assert result.returncode == 2
+    assert "the following arguments are required: --model" in result.stderr.decode()
+
+
 def test_evaluate_takes_the_dataset_from_the_environment(tiny_run, synthetic_dataset, monkeypatch, capsys):
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(synthetic_dataset))
     assert main(["evaluate", "--model", str(tiny_run), "--split", "test", "--no-save", "--json"]) == 0

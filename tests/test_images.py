@@ -103,6 +103,11 @@ def test_array_input_is_resized_like_a_decoded_file(tmp_path):
     assert load_image(full.astype(np.float32) + 300, 8).max() == 255  # floats are clipped to 0..255
     with pytest.raises(InvalidImageError, match="HxW"):
         load_image(np.zeros((4, 4, 2), np.uint8))
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 5, 3), np.float32)):
+        with pytest.raises(InvalidImageError, match="empty"):
+            load_image(empty)
+    with pytest.raises(InvalidImageError, match="NaN or infinite"):
+        load_image(np.full((5, 5, 3), np.nan, np.float32))
 
 
 # --- modes and formats --------------------------------------------------------------------------------

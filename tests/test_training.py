@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -96,8 +97,11 @@ def test_head_only_uses_the_feature_cache(synthetic_dataset, tmp_path, monkeypat
     cached = sorted(cache_dir.glob("*.npz")) + sorted(cache_dir.glob("*.tflite"))
     assert len(cached) == 4  # train, validation and test features, and the extractor's LiteRT model
     stamps = [p.stat().st_mtime_ns for p in cached]
-    train(config, tmp_path / "b")
+    monkeypatch.chdir(synthetic_dataset.parent)  # the same photos, named relative to where we are
+    train(dataclasses.replace(config, data_dir=synthetic_dataset.name), tmp_path / "b")
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # reused, not recomputed
+    recorded = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert recorded["train"]["data_dir"] == recorded["dataset"]["root"] == str(synthetic_dataset.resolve())
 
 
 def test_custom_cnn_trains_from_scratch(synthetic_dataset, tmp_path):

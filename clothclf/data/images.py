@@ -160,8 +160,12 @@ def _array_to_image(array: np.ndarray, name: str) -> Image.Image:
         raise InvalidImageError(
             f"{name}: an image array must be HxW, HxWx1, HxWx3 or HxWx4, not {array.shape}"
         )
+    if array.size == 0:
+        raise InvalidImageError(f"{name}: the image array is empty ({array.shape})")
     if array.dtype != np.uint8:
-        array = np.clip(np.nan_to_num(array), 0, 255).astype(np.uint8)
+        if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
+            raise InvalidImageError(f"{name}: the image array holds NaN or infinite values")
+        array = np.clip(array, 0, 255).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(array))
 
 

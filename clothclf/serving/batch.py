@@ -196,11 +196,12 @@ def predict_catalog(
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     sink = out if hasattr(out, "write") else open_result_file(out, resume)
     skipped = 0
+    done = {os.path.abspath(file) for file in sink.done}  # "photos/a.jpg" and "/shop/photos/a.jpg" alike
 
     def todo(files: Iterable[str]) -> Iterator[str]:
         nonlocal skipped
         for file in files:
-            if file in sink.done:
+            if os.path.abspath(file) in done:
                 skipped += 1
             else:
                 yield file

@@ -125,13 +125,18 @@ class CsvFile:
 class ParquetFile:
     """Rows journaled as JSON lines, then written with the file's earlier rows as one Parquet file."""
 
+    @staticmethod
+    def journal_of(path: Path) -> Path:
+        """Where the rows of a Parquet file being written wait until it is closed."""
+        return path.with_name(f".{path.name}.partial.jsonl")
+
     def __init__(self, path: Path, resume: bool):
         try:
             import pyarrow.parquet
         except ImportError as exc:
             raise ClothclfError("writing .parquet needs pyarrow (pip install pyarrow)") from exc
         self._pq, self._path = pyarrow.parquet, path
-        self._journal_path = path.with_name(f".{path.name}.partial.jsonl")
+        self._journal_path = self.journal_of(path)
         if not resume:
             self._journal_path.unlink(missing_ok=True)
         self._journal = JsonLinesFile(self._journal_path, resume)
@@ -167,9 +172,12 @@ _FLOAT_COLUMNS = frozenset(
 
 
 def _parquet_cell(name: str, value: object) -> object:
+    """A row's value as Parquet stores it: floats as numbers, lists as JSON, the rest as UTF-8 text (a
+    file name's bytes that are not UTF-8 as backslash escapes: Parquet text must be valid UTF-8)."""
     if value is None or name in _FLOAT_COLUMNS:
         return value
-    return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _journal_chunks(path: Path, size: int = 10_000) -> Iterator[list[dict]]:
@@ -190,8 +198,10 @@ def open_result_file(path: str | os.PathLike, resume: bool = False) -> ResultFil
     kinds = {".csv": CsvFile, ".jsonl": JsonLinesFile, ".parquet": ParquetFile}
     if path.suffix.lower() not in kinds:
         raise ClothclfError(f"{path}: the output must end in {', '.join(SUFFIXES)}")
-    if path.exists() and not resume:
-        raise ClothclfError(f"{path} exists: add --resume to continue it, or choose a new file")
+    journal = ParquetFile.journal_of(path)  # a Parquet run stopped before it wrote its file
+    if (path.exists() or (path.suffix.lower() == ".parquet" and journal.exists())) and not resume:
+        shown = path if path.exists() else f"{path} was begun ({journal.name}) and"
+        raise ClothclfError(f"{shown} exists: add --resume to continue it, or choose a new file")
     if not path.parent.is_dir():
         raise ClothclfError(f"{path.parent}: no such folder")
     return kinds[path.suffix.lower()](path, resume)

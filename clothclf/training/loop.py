@@ -566,14 +566,16 @@ def _config_record(run: TrainingRun, seconds: float) -> dict:
     """What ``config.json`` records: every hyperparameter, the dataset, the seed, the library versions.
 
     A run on the default dataset records no folder (``data_dir`` empty, ``root`` None): wherever the run
-    is opened, that machine's default dataset (``CLOTHCLF_DATA_DIR``) is where its images are.
+    is opened, that machine's default dataset (``CLOTHCLF_DATA_DIR``) is where its images are. Other
+    folders are recorded absolute, so the run's photos are found from any working directory.
     """
     dataset = run.dataset
     on_default = Path(dataset.root).resolve() == run.paths.default_dataset_dir.resolve()
+    data_dir = "" if on_default else str(Path(run.config.data_dir).resolve())
     return {
-        "train": {**run.config.to_dict(), **({"data_dir": ""} if on_default else {})},
+        "train": {**run.config.to_dict(), "data_dir": data_dir},
         "dataset": {
-            "root": None if on_default else str(dataset.root),
+            "root": None if on_default else str(Path(dataset.root).resolve()),
             "layout": dataset.layout,
             "fingerprint": run.fingerprint,
             "class_names": list(dataset.class_names),
