@@ -37,6 +37,17 @@ def _add_model_arg(parser: argparse.ArgumentParser, writes: bool = False) -> Non
         parser.add_argument("--model", type=Path, help="model or run folder (default: the shipped model)")
 
 
+def _at_least_one(text: str) -> int:
+    """An argument that counts something: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _flag_value(value: object) -> str:
     """How a choice is spelled on the command line (``None`` is ``none``)."""
     return "none" if value is None else str(value)
@@ -122,7 +133,7 @@ def _add_predict_command(commands: argparse._SubParsersAction, common: argparse.
         "predict", parents=[common], help="classify photos, folders of photos or lists of paths"
     )
     _add_model_arg(predict)
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--top-k", type=_at_least_one, default=3, help="labels per photo (default 3)")
     predict.add_argument("--backend", choices=BACKENDS, default="auto")
     predict.add_argument("--json", action="store_true", help="one JSON line per file (without --out)")
     predict.add_argument(
@@ -462,10 +473,14 @@ def _write_explanations(
 
 
 def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.runs import INT8_MODEL, LITERT_MODEL
     from clothclf.serving.export import export_run, export_run_int8
 
     model_dir = args.model
-    if args.int8:
+    target = model_dir / (INT8_MODEL if args.int8 else LITERT_MODEL)
+    if target.is_file() and not args.force:
+        print(f"{target}: already there (--force writes it again)")
+    elif args.int8:
         print(export_run_int8(model_dir, args.data or paths.default_dataset_dir, overwrite=args.force))
     else:
         print(export_run(model_dir, overwrite=args.force))

@@ -12,7 +12,7 @@ from clothclf.cli import main
 from clothclf.evaluation.evaluate import recalibrate_run
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
-from clothclf.runs import evaluation_files, read_json, save_evaluation, write_csv, write_json
+from clothclf.runs import evaluation_files, read_csv, read_json, save_evaluation, write_csv, write_json
 from clothclf.serving.classifier import load_classifier
 from clothclf.training.calibration import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 
@@ -94,6 +94,11 @@ def test_recalibrate_an_older_run_and_the_cli(tmp_path, capsys):
     assert main(["calibrate", "--model", str(run)]) == 0  # fitting again changes (almost) nothing
     assert json.loads((run / "run.json").read_text())["temperature"] == pytest.approx(new, rel=1e-3)
     assert "temperature" in capsys.readouterr().out
+    rows = read_csv(run / "predictions_validation.csv")
+    write_csv(run / "predictions_validation.csv", rows[: MIN_CALIBRATION_IMAGES - 1])
+    assert main(["calibrate", "--model", str(run)]) == 1  # too few to fit: says so, changes nothing
+    assert f"needs at least {MIN_CALIBRATION_IMAGES}" in capsys.readouterr().err
+    assert read_json(run / "run.json")["temperature"] == pytest.approx(new, rel=1e-3)
     (run / "predictions_validation.csv").unlink()
     assert main(["calibrate", "--model", str(run)]) == 1
     assert "predictions_validation.csv" in capsys.readouterr().err

@@ -158,6 +158,9 @@ def test_export_converts_a_head_only_run_to_one_tflite(model_copy, synthetic_dat
     whole = load_classifier(model_copy).predict_batch(files)  # model.tflite comes first
     assert [p.label for p in whole] == [p.label for p in pair]
     np.testing.assert_allclose([p.confidence for p in whole], [p.confidence for p in pair], atol=1e-4)
+    capsys.readouterr()
+    assert main(["export", "--model", str(model_copy)]) == 0  # a second time: says so, writes nothing
+    assert "already there (--force writes it again)" in capsys.readouterr().out
 
 
 def test_runs_lists_complete_runs_only(tiny_run, monkeypatch, tmp_path, capsys):

@@ -97,6 +97,12 @@ def test_commands_that_write_into_a_run_never_default_to_the_shipped_model(comma
     assert "the following arguments are required: --model" in result.stderr.decode()
 
 
+def test_top_k_below_one_is_one_line():
+    result = clothclf("predict", "--top-k", "0", "photo.jpg")
+    assert result.returncode == 2
+    assert "argument --top-k: must be at least 1, not 0" in result.stderr.decode()
+
+
 def test_evaluate_takes_the_dataset_from_the_environment(tiny_run, synthetic_dataset, monkeypatch, capsys):
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(synthetic_dataset))
     assert main(["evaluate", "--model", str(tiny_run), "--split", "test", "--no-save", "--json"]) == 0

@@ -50,6 +50,13 @@ def test_headline_metrics_by_hand():
     assert metrics["rmse"] == pytest.approx(math.sqrt(((one_hot - PROBS) ** 2).mean()))
 
 
+def test_macro_averages_leave_out_classes_that_do_not_occur():
+    # Only hats and pants in the folder, all right: the two classes the folder lacks do not count as 0.
+    metrics = compute_metrics(np.array([0, 1]), PROBS[:2], NAMES)
+    assert metrics["macro_f1"] == metrics["macro_recall"] == metrics["macro_precision"] == 1.0
+    assert metrics["per_class"]["skirt"]["support"] == 0
+
+
 def test_calibration_table_and_error():
     table = reliability_table(Y_TRUE, PROBS, n_bins=5)
     # Confidences 0.7 (right), 0.6 (right), 0.5 (wrong), 0.97 (wrong) in bins of width 0.2.

@@ -22,7 +22,7 @@ from clothclf.runs import (
     write_csv,
     write_json,
 )
-from clothclf.training.calibration import apply_temperature, fit_temperature
+from clothclf.training.calibration import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 
 
 def evaluate_classifier(
@@ -64,6 +64,11 @@ def recalibrate_run(model_dir: str | Path) -> tuple[float, float]:
     class_names = read_class_names(model_dir)
     summary = read_summary(model_dir)
     val_true, val_probs = prediction_arrays(read_csv(validation.predictions), class_names)
+    if len(val_true) < MIN_CALIBRATION_IMAGES:
+        raise RunError(
+            f"{validation.predictions}: {len(val_true)} validation predictions; fitting a temperature needs "
+            f"at least {MIN_CALIBRATION_IMAGES}, so the run keeps its own"
+        )
     factor = fit_temperature(val_probs, val_true)
     old = float(summary.get("temperature", 1.0))
     new = old * factor

@@ -78,7 +78,8 @@ def _floored(probs: np.ndarray, floor: float = 1e-7) -> np.ndarray:
 def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str]) -> dict:
     """Every summary metric of one evaluation, JSON-ready.
 
-    Accuracy, top-3 accuracy, per-class precision/recall/F1/support, macro and weighted averages,
+    Accuracy, top-3 accuracy, per-class precision/recall/F1/support, macro (over the classes that
+    occur, true or predicted) and weighted averages,
     confusion matrix, log loss, expected calibration error, and the regression-style scores of the
     probabilities against one-hot labels (MAE, MSE, RMSE, R²).
     """
@@ -93,6 +94,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
         y_true, y_pred, labels=labels, zero_division=0
     )
     mse = skm.mean_squared_error(one_hot, probs)
+    # Macro averages over the classes that occur (true or predicted), as scikit-learn does without
+    # ``labels``: a folder holding some of the classes is not marked down for the ones it lacks.
+    occur = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
     return {
         "n_images": int(len(y_true)),
         "class_names": list(class_names),
@@ -100,9 +104,9 @@ def compute_metrics(y_true: np.ndarray, probs: np.ndarray, class_names: Sequence
         "top3_accuracy": float(
             skm.top_k_accuracy_score(y_true, probs, k=min(3, k), labels=labels) if k > 3 else 1.0
         ),
-        "macro_precision": float(precision.mean()),
-        "macro_recall": float(recall.mean()),
-        "macro_f1": float(skm.f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "macro_precision": float(precision[occur].mean()),
+        "macro_recall": float(recall[occur].mean()),
+        "macro_f1": float(f1[occur].mean()),
         "weighted_f1": float(
             skm.f1_score(y_true, y_pred, labels=labels, average="weighted", zero_division=0)
         ),
