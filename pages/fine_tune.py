@@ -106,11 +106,10 @@ def show_report(report: DatasetReport) -> None:
     if report.skipped:
         with st.expander(f"Skipped: {len(report.skipped)} files or folders, each with the reason"):
             st.dataframe([s.to_dict() for s in report.skipped], hide_index=True)
-    if report.unvalidated and "validation" in report.counts:
+    if report.unvalidated:
         st.warning(
             f"No validation photos of {', '.join(map(repr, report.unvalidated))}: the run cannot measure "
-            "how well it recognises them, and its macro averages count them as zero. Add a few of each "
-            "to the validation folder.",
+            "how well it recognises them. Add a few of each to the validation folder.",
             icon=":material/warning:",
         )
     if report.tiny:

@@ -88,9 +88,11 @@ class DatasetReport:
 
     @property
     def unvalidated(self) -> tuple[str, ...]:
-        """Classes with no readable validation photo: training cannot measure them (their validation
-        recall is undefined, and macro averages count them as zero)."""
+        """Classes with no readable validation photo, in a dataset that has validation photos: training
+        cannot measure how well it recognises them (their validation recall is undefined)."""
         validation = self.counts.get("validation", {})
+        if not any(validation.values()):
+            return ()  # no validation photo at all: a refusal (``problems``), not a class's gap
         return tuple(name for name in self.class_names if not validation.get(name, 0))
 
     def count_rows(self) -> list[dict]:
@@ -265,7 +267,7 @@ def format_report(report: DatasetReport) -> str:
         lines.append(
             f"tiny photos (under {TINY_SIDE} px on a side): {len(report.tiny)}, e.g. {report.tiny[0]}"
         )
-    if report.unvalidated and "validation" in report.counts:
+    if report.unvalidated:
         lines.append(
             f"no validation photos of: {', '.join(report.unvalidated)} (their accuracy cannot be measured)"
         )
