@@ -402,11 +402,14 @@ class _PrintedRows:
     def write(self, row: dict) -> None:
         if self._as_json:
             print(json.dumps(row), flush=True)
-        elif "error" in row:
-            print(f"{row['file']}: error: {row['error']}", file=sys.stderr)
+        elif "error" in row:  # the error may name the file itself: say it once
+            print(f"{row['file']}: error: {row['error'].removeprefix(row['file'] + ': ')}", file=sys.stderr)
         else:
             others = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top_k"][1:])
-            answer = f"{row['label']} ({row['confidence']:.1%}, {row['status']})"
+            if row["label"] == row["closest"]:
+                answer = f"{row['label']} ({row['confidence']:.1%}, {row['status']})"
+            else:
+                answer = f"{row['label']} (closest: {row['closest']} {row['confidence']:.1%})"
             print(f"{row['file']}: {answer}  [{others}]", flush=True)
 
     def close(self) -> None:

@@ -101,3 +101,8 @@ def _forward(read_end: int, target: int) -> None:
         for line in lines:
             if not NATIVE_LOG.match(line.decode(errors="replace")):
                 os.write(target, line)
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and the noun in the right number: ``1 photo``, ``2 photos``, ``0 files``."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"

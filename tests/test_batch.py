@@ -94,7 +94,7 @@ def test_predict_stream_keeps_order_and_errors_in_place_and_reads_lazily(classif
     stream.close()
 
 
-def test_columns_are_the_prediction_fields(classifier, catalog):
+def test_columns_are_the_answer_fields(classifier, catalog):
     prediction = classifier.predict(photos(catalog)[0])
     assert columns() == ("file", *prediction.to_dict(), "error")
 
@@ -111,7 +111,7 @@ def test_out_file_rows_and_resume_after_a_kill(tiny_run, classifier, catalog, tm
         if row["file"].endswith(".jpg"):
             assert "broken.jpg" in row["error"]
         else:
-            assert row["label"] == classifier.predict(row["file"]).label and not row.get("error")
+            assert row["label"] == classifier.predict(row["file"]).answer and not row.get("error")
 
     with pytest.raises(ClothclfError, match="--resume"):
         predict_catalog([catalog], out, model_dir=tiny_run)
@@ -145,7 +145,7 @@ def test_cli_folder_and_list_to_csv_with_summary_and_exit_status(tiny_run, catal
     assert main(["predict", "--model", str(tiny_run), "--json", *good]) == 0
     captured = capsys.readouterr()
     lines = [json.loads(line) for line in captured.out.splitlines()]
-    assert [line["file"] for line in lines] == good and all(line["label"] in CLASSES for line in lines)
+    assert [line["file"] for line in lines] == good and all(line["closest"] in CLASSES for line in lines)
     assert "6 classified, 0 failed" in captured.err
 
 
@@ -201,7 +201,7 @@ def test_parquet_takes_file_names_that_are_not_utf8(tiny_run, tmp_path):
     summary = predict_catalog([tmp_path / name], out, model_dir=tiny_run)
     assert summary.classified == 1
     (row,) = read_rows(out)
-    assert row["file"].endswith("caf\\xe9.png") and row["label"] in CLASSES
+    assert row["file"].endswith("caf\\xe9.png") and row["closest"] in CLASSES
 
 
 def test_resume_knows_a_photo_by_its_absolute_path(tiny_run, catalog, tmp_path, monkeypatch):

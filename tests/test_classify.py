@@ -12,9 +12,11 @@ from helpers import CLASSES
 from PIL import Image
 
 from clothclf.app.tables import display_name, results_csv, results_table, status_counts
-from clothclf.app.uploads import classify_uploads, preview, square_thumbnail
+from clothclf.app.uploads import UploadResult, classify_uploads, preview, square_thumbnail
 from clothclf.config import Limits
-from clothclf.serving.classifier import Classifier, load_classifier
+from clothclf.serving.batch import prediction_row
+from clothclf.serving.classifier import Classifier, Prediction, load_classifier
+from clothclf.serving.result_files import columns
 
 
 def png_bytes(color: tuple[int, int, int], size: tuple[int, int] = (20, 16)) -> bytes:
@@ -104,15 +106,42 @@ def test_results_table_and_csv_hold_every_file_and_class():
     results = classify_uploads(mean_colour_classifier(), uploads, Limits())
     table = results_table(results)
     assert table[0]["label"] == "red" and table[1]["label"] is None and table[1]["error"]
+    assert list(table[0]) == list(columns())  # the table shows the CSV's columns
     rows = list(csv.DictReader(io.StringIO(results_csv(results))))
     assert [r["file"] for r in rows] == ["r.png", "bad.png"]
-    assert float(rows[0]["p_red"]) == pytest.approx(results[0].prediction.probabilities["red"], abs=1e-6)
-    assert rows[1]["p_red"] == "" and rows[1]["error"]
+    assert rows[0]["closest"] == "red" and rows[1]["label"] == "" and rows[1]["error"]
+
+
+def test_the_app_csv_is_the_cli_csv(tmp_path):
+    """The same photos give the same CSV text from the app's download and from ``predict --out``."""
+    from clothclf.serving.result_files import open_result_file
+
+    classifier = mean_colour_classifier()
+    names = [("r.png", png_bytes((250, 0, 0))), ("bad.png", b"xx")]
+    app_text = results_csv(classify_uploads(classifier, names, Limits()))
+    out = open_result_file(tmp_path / "cli.csv")
+    out.write(prediction_row("r.png", classifier.predict(names[0][1], top_k=3)))  # as predict_catalog writes
+    out.close()
+    cli_lines = (tmp_path / "cli.csv").read_text().splitlines()
+    app_lines = app_text.splitlines()
+    assert app_lines[0] == cli_lines[0] == ",".join(columns())
+    assert app_lines[1] == cli_lines[1]
+
+
+def test_an_unknown_photo_is_called_unknown_with_its_closest_class():
+    prediction = Prediction("hat", 0.9, (("hat", 0.9), ("shirt", 0.1)), {"hat": 0.9, "shirt": 0.1}, "unknown", 7.5)
+    data = prediction.to_dict()
+    assert (data["label"], data["closest"], data["status"]) == ("unknown", "hat", "unknown")
+    assert tuple(data) == columns()[1:-1]
+    text = results_csv([UploadResult("shark.png", prediction)])
+    row = next(csv.DictReader(io.StringIO(text)))
+    assert (row["label"], row["closest"]) == ("unknown", "hat")
+    assert results_table([UploadResult("shark.png", prediction)])[0]["label"] == "unknown"
 
 
 def test_results_csv_of_only_errors_has_a_header():
     text = results_csv(classify_uploads(mean_colour_classifier(), [("a", b"")], Limits()))
-    assert text.splitlines()[0].startswith("file,label,confidence")
+    assert text.splitlines()[0].startswith("file,label,closest,confidence")
 
 
 def test_preview_keeps_the_aspect_ratio_and_never_upscales():

@@ -135,7 +135,7 @@ def test_predict_json_lines_and_exit_status(model_copy, tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     lines = [json.loads(line) for line in done.stdout.splitlines()]
-    assert lines[0]["file"] == str(good) and lines[0]["label"] in CLASSES
+    assert lines[0]["file"] == str(good) and lines[0]["closest"] in CLASSES
     assert 0 <= lines[0]["confidence"] <= 1 and len(lines[0]["top_k"]) == 2
     assert lines[1]["file"] == str(bad) and "error" in lines[1]
 

@@ -144,7 +144,7 @@ def test_prediction_fields(litert, synthetic_dataset):
     assert (prediction.label, prediction.confidence) == prediction.top_k[0]
     assert set(prediction.probabilities) == set(litert.class_names)
     data = json.loads(json.dumps(prediction.to_dict()))
-    assert data["label"] == prediction.label and len(data["top_k"]) == 2
+    assert data["label"] == prediction.answer and data["closest"] == prediction.label and len(data["top_k"]) == 2
     assert len(litert.predict(dataset_files(synthetic_dataset)[0], top_k=99).top_k) == len(litert.class_names)
     assert len(litert.predict(dataset_files(synthetic_dataset)[0], top_k=0).top_k) == 1
 

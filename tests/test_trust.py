@@ -173,7 +173,7 @@ def test_cli_trust_upgrades_an_old_run_and_predict_reports_it(old_run, synthetic
     out = tmp_path / "explained"
     assert main(["predict", "--model", str(old_run), "--json", "--explain", str(out), str(photo)]) == 0
     line = json.loads(capsys.readouterr().out)
-    assert line["status"] in STATUSES and isinstance(line["ood_score"], float) and line["label"] in CLASSES
+    assert line["status"] in STATUSES and isinstance(line["ood_score"], float) and line["closest"] in CLASSES
     assert Image.open(out / f"{photo.stem}.png").size == Image.open(photo).size
 
 

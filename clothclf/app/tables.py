@@ -4,12 +4,13 @@ and CSV. Tables are lists of dicts (no pandas) so any front end can render them;
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from typing import Any
 
 from clothclf.app.uploads import UploadResult
+from clothclf.errors import ClothclfError
+from clothclf.serving.batch import prediction_row
+from clothclf.serving.result_files import columns, csv_text
 from clothclf.serving.trust import STATUSES
 
 
@@ -59,51 +60,39 @@ def display_name(label: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def _rounded(value: float | None) -> float | None:
-    return None if value is None else round(value, 4)
-
-
 def status_counts(results: Sequence[UploadResult]) -> dict[str, int]:
     """How many classified photos are accept, review and unknown."""
     statuses = [r.prediction.status for r in results if r.prediction]
     return {name: statuses.count(name) for name in STATUSES}
 
 
-def results_table(results: Sequence[UploadResult]) -> list[dict]:
-    """One row per file: name, label, confidence, status, ood_score, the top-k as text, and the error (if any)."""
+def result_rows(results: Sequence[UploadResult]) -> list[dict]:
+    """One row per file, as ``clothclf predict`` writes it (:func:`~clothclf.serving.batch.prediction_row`):
+    file, label (a class or ``unknown``), closest class, confidence, status, ood_score, top_k, error."""
     return [
-        {
-            "file": r.name,
-            "label": r.prediction.label if r.prediction else None,
-            "confidence": round(r.prediction.confidence, 4) if r.prediction else None,
-            "status": r.prediction.status if r.prediction else "",
-            "ood_score": _rounded(r.prediction.ood_score) if r.prediction else None,
-            "top_k": "; ".join(f"{label} {p:.1%}" for label, p in r.prediction.top_k) if r.prediction else "",
-            "error": r.error or "",
-        }
+        prediction_row(r.name, r.prediction if r.prediction else ClothclfError(r.error or "not classified"))
         for r in results
     ]
 
 
+def results_table(results: Sequence[UploadResult]) -> list[dict]:
+    """:func:`result_rows` for display, in the columns of the CSV file: numbers rounded, the top k as text."""
+    return [
+        {
+            **{name: row.get(name) for name in columns()},
+            "confidence": _rounded(row.get("confidence")),
+            "ood_score": _rounded(row.get("ood_score")),
+            "top_k": "; ".join(f"{t['label']} {t['probability']:.1%}" for t in row.get("top_k", [])),
+            "error": row.get("error", ""),
+        }
+        for row in result_rows(results)
+    ]
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
 def results_csv(results: Sequence[UploadResult]) -> str:
-    """The results as CSV text: the :func:`results_table` columns plus one probability column per class."""
-    classes = next((list(r.prediction.probabilities) for r in results if r.prediction), [])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(
-        buffer,
-        fieldnames=[
-            "file",
-            "label",
-            "confidence",
-            "status",
-            "ood_score",
-            "top_k",
-            "error",
-            *(f"p_{c}" for c in classes),
-        ],
-    )
-    writer.writeheader()
-    for result, row in zip(results, results_table(results)):
-        probs = result.prediction.probabilities if result.prediction else {}
-        writer.writerow({**row, **{f"p_{c}": round(probs[c], 6) if c in probs else "" for c in classes}})
-    return buffer.getvalue()
+    """The results as CSV text, the same columns in the same order as ``clothclf predict --out x.csv``."""
+    return csv_text(result_rows(results))

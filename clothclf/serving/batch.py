@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from clothclf.console import counted
 from clothclf.data.datasets import IMAGE_EXTENSIONS
 from clothclf.data.images import ImageInput
 from clothclf.errors import ClothclfError
@@ -147,7 +148,7 @@ class CatalogSummary:
         done = self.classified + self.failed
         skipped = f", {self.skipped} skipped (already in the output)" if self.skipped else ""
         return (
-            f"{done} photos in {self.seconds:.1f} s ({self.photos_per_s:.1f} photos/s): "
+            f"{counted(done, 'photo')} in {self.seconds:.1f} s ({self.photos_per_s:.1f} photos/s): "
             f"{self.classified} classified, {self.failed} failed{skipped}"
         )
 
@@ -250,7 +251,7 @@ class ProgressLine:
         """``done/total photos, rate photos/s, ETA m:ss`` (no total: no ETA)."""
         rate = self._done / seconds if seconds > 0 else 0.0
         if self._total is None:
-            return f"{self._done} photos  {rate:.1f} photos/s"
+            return f"{counted(self._done, 'photo')}  {rate:.1f} photos/s"
         left = (self._total - self._done) / rate if rate > 0 else 0.0
         percent = 100 * self._done / self._total if self._total else 100.0
         return f"{self._done}/{self._total} photos ({percent:.0f}%)  {rate:.1f} photos/s  ETA {left // 60:.0f}:{left % 60:02.0f}"

@@ -52,6 +52,8 @@ from clothclf.training.calibration import apply_temperature
 
 #: Images one worker of :meth:`Classifier.predict_stream` decodes and runs together.
 CHUNK_SIZE = 8
+#: The answer (and status) of a photo that is not one of the classes.
+UNKNOWN = "unknown"
 
 
 class ExplanationUnavailable(ClothclfError):
@@ -71,14 +73,23 @@ class Prediction:
     status: str = "accept"
     ood_score: float | None = None
 
+    @property
+    def answer(self) -> str:
+        """What the photo is called: its class, or ``"unknown"`` when it is not one of the classes
+        (``label`` then is the closest class)."""
+        return UNKNOWN if self.status == UNKNOWN else self.label
+
     def to_dict(self) -> dict:
-        """JSON-ready: label, confidence, top_k as a list of {label, probability}, status and ood_score."""
+        """JSON-ready, in the column order of every results file: ``label`` (the answer: a class or
+        ``"unknown"``), ``closest`` (the most probable class), confidence (of that class), status,
+        ood_score and top_k as a list of {label, probability}."""
         return {
-            "label": self.label,
+            "label": self.answer,
+            "closest": self.label,
             "confidence": self.confidence,
-            "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
             "status": self.status,
             "ood_score": self.ood_score,
+            "top_k": [{"label": name, "probability": p} for name, p in self.top_k],
         }
 
 

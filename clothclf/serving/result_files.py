@@ -10,28 +10,42 @@ with the old rows and the journal's when the run ends.
 from __future__ import annotations
 
 import csv
-import dataclasses
+import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Protocol
 
 from clothclf.errors import ClothclfError
 from clothclf.runs import atomic_path
-from clothclf.serving.classifier import Prediction
 
 SUFFIXES = (".csv", ".jsonl", ".parquet")
-#: Prediction fields left out of rows (every class's probability: ``top_k`` has the useful ones).
-OMITTED_FIELDS = frozenset({"probabilities"})
+#: The answer's columns, in order: what :meth:`Prediction.to_dict` gives (every class's probability is
+#: left out: ``top_k`` has the useful ones).
+ANSWER_COLUMNS = ("label", "closest", "confidence", "status", "ood_score", "top_k")
 # File names may hold bytes that are not UTF-8 (os.fsdecode gives surrogates): write them back as they were.
 _TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
 
 
 def columns() -> tuple[str, ...]:
-    """The columns of a CSV or Parquet file: the photo, every prediction field, the error."""
-    fields = (f.name for f in dataclasses.fields(Prediction) if f.name not in OMITTED_FIELDS)
-    return ("file", *fields, "error")
+    """The columns of every CSV or Parquet file of answers (the CLI's and the app's): the photo, the
+    answer (``label`` is a class or ``unknown``, ``closest`` the most probable class), the error."""
+    return ("file", *ANSWER_COLUMNS, "error")
+
+
+def csv_cells(row: dict) -> dict:
+    """A row as the CSV writer takes it: every column of :func:`columns`, lists as JSON, None empty."""
+    return {name: _flat(row.get(name)) for name in columns()}
+
+
+def csv_text(rows: Iterable[dict]) -> str:
+    """Rows as the text of a CSV file, exactly as :func:`open_result_file` writes them."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns())
+    writer.writeheader()
+    writer.writerows(csv_cells(row) for row in rows)
+    return buffer.getvalue()
 
 
 class ResultFile(Protocol):
@@ -115,7 +129,7 @@ class CsvFile:
             self._writer.writeheader()
 
     def write(self, row: dict) -> None:
-        self._writer.writerow({name: _flat(row.get(name)) for name in columns()})
+        self._writer.writerow(csv_cells(row))
         self._file.flush()
 
     def close(self) -> None:
@@ -165,10 +179,8 @@ class ParquetFile:
         self._journal_path.unlink()
 
 
-#: Parquet columns stored as numbers (the prediction's float fields); every other one is text (lists as JSON).
-_FLOAT_COLUMNS = frozenset(
-    f.name for f in dataclasses.fields(Prediction) if str(f.type).replace(" ", "") in ("float", "float|None")
-)
+#: Parquet columns stored as numbers; every other one is text (lists as JSON).
+_FLOAT_COLUMNS = frozenset({"confidence", "ood_score"})
 
 
 def _parquet_cell(name: str, value: object) -> object:
