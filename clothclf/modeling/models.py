@@ -14,6 +14,7 @@ from keras import layers
 
 # The registry is TF-free in clothclf.modeling.backbones; re-exported here for model-building callers.
 from clothclf.modeling.backbones import BACKBONES, BackboneSpec, get_backbone_spec  # noqa: F401
+from clothclf.modeling.efficientnet_lite import build_efficientnet_lite
 
 
 @keras.saving.register_keras_serializable(package="clothclf")
@@ -32,6 +33,8 @@ def _preprocessing_layer(kind: str) -> layers.Layer | None:
         return layers.Rescaling(1.0 / 255.0, name="preprocess")
     if kind == "caffe":
         return CaffePreprocessing(name="preprocess")
+    if kind == "lite":
+        return layers.Rescaling(1.0 / 128.0, offset=-127.0 / 128.0, name="preprocess")
     return None
 
 
@@ -52,6 +55,8 @@ def build_backbone(name: str, image_size: int, weights: str | None = "imagenet")
     spec = get_backbone_spec(name)
     if not spec.pretrained:
         return _custom_cnn(image_size)
+    if spec.weights_package:
+        return build_efficientnet_lite(name, image_size, weights)
     constructor = getattr(keras.applications, spec.application)
     return constructor(
         include_top=False,
