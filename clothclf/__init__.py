@@ -6,9 +6,8 @@ serving fallback, never by :func:`load_classifier` when a LiteRT model exists.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from clothclf.errors import (  # noqa: E402
+from clothclf._version import __version__
+from clothclf.errors import (
     ClothclfError,
     DatasetError,
     InvalidImageError,

@@ -205,6 +205,26 @@ def _add_run_commands(commands: argparse._SubParsersAction, common: argparse.Arg
     runs.add_argument("--json", action="store_true")
 
 
+def _add_serve_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """``clothclf serve``: the HTTP API (FastAPI + uvicorn, or Ray Serve)."""
+    serve = commands.add_parser(
+        "serve", parents=[common], help="an HTTP API for the model (JSON answers, OpenAPI docs at /docs)"
+    )
+    _add_model_arg(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    serve.add_argument(
+        "--workers", type=_at_least_one, default=1, help="server processes, each with the model (default 1)"
+    )
+    serve.add_argument(
+        "--max-body-mb", type=_at_least_one, default=20, help="largest request body in MB (default 20)"
+    )
+    serve.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="uvicorn or Ray Serve (default local)"
+    )
+    serve.add_argument("--replicas", type=_at_least_one, help="Ray Serve replicas (--engine ray; default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     common = argparse.ArgumentParser(
@@ -224,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_predict_command,
         _add_export_command,
         _add_run_commands,
+        _add_serve_command,
     ):
         add_command(commands, common)
     return parser
@@ -545,6 +566,37 @@ def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, paths: Paths) -> int:
+    import os
+
+    require_modules("fastapi", "uvicorn", "python_multipart")
+    from clothclf.api.server import ServerConfig, run_server
+    from clothclf.runs import is_model_folder
+
+    if args.engine == "local" and args.replicas is not None:
+        raise ClothclfError("--replicas is for --engine ray (--workers runs more processes here)")
+    if args.engine == "ray" and args.workers > 1:
+        raise ClothclfError("--workers is for --engine local (--replicas runs more copies on Ray)")
+    if not is_model_folder(args.model):
+        raise ClothclfError(f"{args.model}: not a clothclf model folder")
+    config = ServerConfig(
+        model_dir=args.model,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_body_mb=args.max_body_mb,
+        api_key=os.environ.get("CLOTHCLF_API_KEY") or None,
+    )
+    if args.engine == "ray":
+        require_modules("ray")
+        from clothclf.api.ray_serve import run_on_ray
+
+        run_on_ray(config, replicas=args.replicas or 1)
+    else:
+        run_server(config)
+    return 0
+
+
 COMMANDS = {
     "train": cmd_train,
     "evaluate": cmd_evaluate,
@@ -554,6 +606,7 @@ COMMANDS = {
     "trust": cmd_trust,
     "soup": cmd_soup,
     "runs": cmd_runs,
+    "serve": cmd_serve,
 }
 
 
@@ -564,6 +617,9 @@ EXTRA_OF_MODULE = {
     "sklearn": "train",
     "scipy": "train",
     "ray": "ray",
+    "fastapi": "api",
+    "uvicorn": "api",
+    "python_multipart": "api",
 }
 
 
