@@ -310,7 +310,13 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.training.loop import train
 
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
-    result = train(config, args.out, paths=paths, verbose=verbose)
+    try:
+        result = train(config, args.out, paths=paths, verbose=verbose)
+    except Exception as exc:  # offline without cached ImageNet weights: one sentence, no Keras traceback
+        failure = weights_failure(exc, config.backbone, config.image_size)
+        if failure is None:
+            raise
+        raise failure from exc
     summary = {
         "val_accuracy": result.val_accuracy,
         "best_epoch_val_accuracy": result.best_epoch_val_accuracy,
@@ -336,6 +342,7 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
 
 def _evaluation_split(data: Path, split: str, class_names: tuple[str, ...]):
     """(split files, root for relative names, split name) of a dataset root (its split folders named
+    from clothclf.training.missing_weights import weights_failure
     as training reads them: ``Train``, ``val``, ``testing``…) or a class folder."""
     from clothclf.data.datasets import SPLITS, scan_class_folder
     from clothclf.data.layout import split_of

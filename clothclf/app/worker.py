@@ -98,6 +98,7 @@ def run_job(job: Job, stop: threading.Event) -> JobStatus:
     reporter.update(state="running", phase=STARTING)
     try:
         from clothclf.training.loop import TrainingCancelled, train
+        from clothclf.training.missing_weights import weights_failure
     except ImportError as exc:
         return reporter.update(state="failed", error=f"cannot import the training code: {exc}")
     try:
@@ -116,7 +117,9 @@ def run_job(job: Job, stop: threading.Event) -> JobStatus:
         return reporter.update(state="cancelled", eta=None)
     except Exception as exc:
         log.exception("training failed")
-        return reporter.update(state="failed", eta=None, error=_describe_error(exc))
+        config = request["config"]
+        missing = weights_failure(exc, config.get("backbone", ""), config.get("image_size", 0))
+        return reporter.update(state="failed", eta=None, error=_describe_error(missing or exc))
     return reporter.update(
         state="finished",
         phase=DONE,
