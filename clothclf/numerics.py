@@ -1,9 +1,13 @@
-"""Temperature scaling: one number, fitted on the validation set, that makes confidences honest.
+"""NumPy maths shared by serving, evaluation and training: softmax and temperature scaling.
 
-A softmax trained with label smoothing is under-confident (its 70% answers are right more often
-than 70% of the time); dividing the log-probabilities by a temperature ``T`` < 1 sharpens them,
-``T`` > 1 softens them. The top class never changes, so accuracy is untouched (Guo et al., 2017, "On
-Calibration of Modern Neural Networks"). NumPy only: the serving path applies it without TensorFlow.
+It sits below all three (it imports NumPy alone, and SciPy only inside :func:`fit_temperature`), so the
+serving path applies a run's temperature without importing anything from training.
+
+Temperature scaling: one number, fitted on the validation set, that makes confidences honest. A
+softmax trained with label smoothing is under-confident (its 70% answers are right more often than 70%
+of the time); dividing the log-probabilities by a temperature ``T`` < 1 sharpens them, ``T`` > 1
+softens them. The top class never changes, so accuracy is untouched (Guo et al., 2017, "On
+Calibration of Modern Neural Networks").
 """
 
 from __future__ import annotations

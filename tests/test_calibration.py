@@ -12,9 +12,9 @@ from clothclf.cli import main
 from clothclf.evaluation.evaluate import recalibrate_run
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_rows
+from clothclf.numerics import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 from clothclf.runs import evaluation_files, read_csv, read_json, save_evaluation, write_csv, write_json
 from clothclf.serving.classifier import load_classifier
-from clothclf.training.calibration import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 
 NAMES = ("a", "b", "c", "d", "e")
 

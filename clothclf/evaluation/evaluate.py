@@ -10,6 +10,7 @@ from clothclf.data.datasets import Split, decode_chunks, warn_skipped
 from clothclf.errors import DatasetError, RunError
 from clothclf.evaluation.metrics import compute_metrics
 from clothclf.evaluation.predictions import prediction_arrays, prediction_rows, trust_columns
+from clothclf.numerics import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 from clothclf.runs import (
     SUMMARY,
     EvaluationFiles,
@@ -22,7 +23,6 @@ from clothclf.runs import (
     write_csv,
     write_json,
 )
-from clothclf.training.calibration import MIN_CALIBRATION_IMAGES, apply_temperature, fit_temperature
 
 
 def evaluate_classifier(

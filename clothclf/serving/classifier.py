@@ -23,6 +23,7 @@ import numpy as np
 from clothclf.config import BACKENDS
 from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, load_image
 from clothclf.errors import ClothclfError, RunError
+from clothclf.numerics import apply_temperature
 from clothclf.runs import (
     CLASS_NAMES,
     HEAD_WEIGHTS,
@@ -48,7 +49,6 @@ from clothclf.serving.runtime import (
     mirror_averaged,
 )
 from clothclf.serving.trust import CONFIDENCE_ONLY_REVIEW, FeatureBank, Thresholds, thresholds_of
-from clothclf.training.calibration import apply_temperature
 
 #: Images one worker of :meth:`Classifier.predict_stream` decodes and runs together.
 CHUNK_SIZE = 8
@@ -200,7 +200,7 @@ class Classifier:
         """Class probabilities of a batch of decoded ``uint8`` images, (n, size, size, 3) -> (n, k).
 
         With test-time augmentation the probabilities are averaged with those of the mirror image;
-        then they are temperature-scaled (see :mod:`clothclf.training.calibration`).
+        then they are temperature-scaled (see :mod:`clothclf.numerics`).
         """
         return self.outputs(pixels).probabilities
 
@@ -324,9 +324,12 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def _model_files(model_dir: Path, backend: str) -> tuple[str, tuple[Path, ...]]:
-    """The backend to use (``auto`` resolved) and the model files it loads from ``model_dir``."""
+def _model_files(model_dir: Path, backend: str, summary: dict) -> tuple[str, tuple[Path, ...]]:
+    """The backend to use (``auto`` resolved: the int8 model where ``run.json`` says it is served) and the
+    model files it loads from ``model_dir``."""
     files = model_files(model_dir)
+    if backend == "auto" and files.int8 is not None and summary.get("int8", {}).get("served"):
+        backend = "litert-int8"
     if backend == "auto":
         backend = "litert" if files.litert or files.head_only else "keras"
     if backend == "litert-int8":
@@ -375,8 +378,9 @@ def load_classifier(
 ) -> Classifier:
     """Load the classifier in ``model_dir`` (default: the shipped model).
 
-    ``backend`` is ``"auto"`` (LiteRT when ``model.tflite`` exists, or ``features.tflite`` with
-    ``head.npz`` as head-only runs save, else Keras), ``"litert"``, ``"litert-int8"`` (the full-integer
+    ``backend`` is ``"auto"`` (the int8 LiteRT model where ``run.json`` records it as served, else
+    LiteRT when ``model.tflite`` exists, or ``features.tflite`` with ``head.npz`` as head-only runs save,
+    else Keras), ``"litert"``, ``"litert-int8"`` (the full-integer
     ``model_int8.tflite`` that ``clothclf export --int8`` writes) or ``"keras"``. ``tta`` and
     ``temperature`` default to what the run recorded in ``run.json`` (no TTA, temperature 1 when
     absent). For LiteRT, ``num_threads`` (default: every available CPU) is per interpreter, and up to
@@ -396,7 +400,7 @@ def load_classifier(
         raise RunError(f"{model_dir}: not a clothclf model folder (no {CLASS_NAMES})")
     summary = read_summary(model_dir) if (model_dir / SUMMARY).is_file() else {}
     class_names = read_class_names(model_dir)
-    backend, files = _model_files(model_dir, backend)
+    backend, files = _model_files(model_dir, backend, summary)
     threads = num_threads or available_cpus()
     leave_cores_to_litert()
     runner = _load_runner(model_dir, files, threads, pool_size)

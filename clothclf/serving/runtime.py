@@ -22,7 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from clothclf.errors import RunError
-from clothclf.training.calibration import softmax
+from clothclf.numerics import softmax
 
 
 def available_cpus() -> int:

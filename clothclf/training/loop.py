@@ -40,6 +40,7 @@ from clothclf.modeling.models import (
     save_model,
     unfreeze_top_layers,
 )
+from clothclf.numerics import apply_temperature, fit_temperature
 from clothclf.runs import (
     FEATURES_MODEL,
     HEAD_WEIGHTS,
@@ -54,7 +55,6 @@ from clothclf.runs import (
 )
 from clothclf.serving.export import export_head, export_trust_model
 from clothclf.serving.runtime import DenseHead, mirror_averaged
-from clothclf.training.calibration import apply_temperature, fit_temperature
 from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
 from clothclf.training.distill import teacher_targets
 from clothclf.training.distributed import fit_distributed, is_chief, local_copy, make_strategy, weights_digest
@@ -496,7 +496,7 @@ def save(
     ``test``, the scores of the dataset's own test part, is saved as that split's metrics and predictions
     (with the same temperature): reported, never used for a choice.
 
-    A temperature is fitted on those probabilities (:mod:`clothclf.training.calibration`), recorded in
+    A temperature is fitted on those probabilities (:mod:`clothclf.numerics`), recorded in
     ``run.json`` and applied to the saved validation predictions, as serving applies it.
 
     The LiteRT model is ``model.tflite``, converted here (about 15 s), unless ``features_model`` is
