@@ -512,7 +512,7 @@ def test_ray_serve_two_replicas_answer_as_the_local_server(tmp_path):
             try:
                 if requests.get(f"{server.url}/healthz", timeout=2).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.5)
         if process.poll() == 3:
             pytest.skip(process.stdout.read().strip())

@@ -72,13 +72,12 @@ def build_application(config: ServerConfig, replicas: int):
     return ClothclfReplica.options(num_replicas=replicas).bind(config, deployment_files(config.model_dir))
 
 
-def _wait_for_stop_signal() -> None:
-    """Block until SIGTERM or Ctrl-C."""
+def _stop_signal() -> threading.Event:
+    """An event set by SIGTERM or Ctrl-C (from now on, replacing Ray's own handler, which exits at once)."""
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    while not stop.wait(1.0):
-        pass
+    return stop
 
 
 def run_on_ray(config: ServerConfig, replicas: int = 1) -> None:
@@ -97,6 +96,7 @@ def run_on_ray(config: ServerConfig, replicas: int = 1) -> None:
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(logging_level="WARNING")
+    stop = _stop_signal()
     try:
         serve.start(http_options={"host": config.host, "port": config.port})
         serve.run(build_application(config, replicas), name=APP_NAME, route_prefix="/")
@@ -106,7 +106,8 @@ def run_on_ray(config: ServerConfig, replicas: int = 1) -> None:
             config.port,
             replicas,
         )
-        _wait_for_stop_signal()
+        while not stop.wait(1.0):
+            pass
         serve.delete(APP_NAME)
     finally:
         if started_here and not os.environ.get("RAY_ADDRESS"):
