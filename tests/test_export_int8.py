@@ -10,6 +10,7 @@ import pytest
 
 from clothclf.cli import main
 from clothclf.errors import RunError
+from clothclf.runs import read_summary
 from clothclf.serving.classifier import load_classifier
 
 
@@ -19,7 +20,14 @@ def test_export_int8_serves_the_same_answers(tiny_run, synthetic_dataset, tmp_pa
     with pytest.raises(RunError, match="export --int8"):
         load_classifier(model, backend="litert-int8")
     assert main(["export", "--int8", "--model", str(model), "--data", str(synthetic_dataset)]) == 0
-    assert capsys.readouterr().out.strip() == str(model / "model_int8.tflite")
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == str(model / "model_int8.tflite")
+    record = read_summary(model)["int8"]
+    assert printed[1].startswith(f"validation accuracy: int8 {record['val_accuracy']:.4f}")
+    assert record["served"] == (record["fp32_val_accuracy"] - record["val_accuracy"] <= 0.003)
+    auto = load_classifier(model)
+    assert auto.backend == ("litert-int8" if record["served"] else "litert")
+    assert auto.trust.scored  # the int8 model has the feature outputs trust needs
 
     files = sorted(str(p) for p in (synthetic_dataset / "test").rglob("*.png"))
     int8 = load_classifier(model, backend="litert-int8")

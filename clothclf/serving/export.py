@@ -14,7 +14,6 @@ import numpy as np
 from clothclf.errors import RunError
 from clothclf.modeling.models import load_model, with_trust_outputs
 from clothclf.runs import (
-    INT8_MODEL,
     KERAS_MODEL,
     LITERT_MODEL,
     SUMMARY,
@@ -68,18 +67,6 @@ def calibration_images(
     files = create_dataset(data_dir).train.files
     for path in files[:: max(1, len(files) // count)][:count]:
         yield load_image(path, size)
-
-
-def export_run_int8(model_dir: str | Path, data_dir: str | Path, overwrite: bool = False) -> Path:
-    """Add ``model_int8.tflite`` to a run folder with ``model.keras``, calibrated on ``data_dir``'s training photos."""
-    model_dir = Path(model_dir)
-    source, target = model_dir / KERAS_MODEL, model_dir / INT8_MODEL
-    if not source.is_file():
-        raise RunError(f"{model_dir}: no {KERAS_MODEL} to quantize")
-    if target.is_file() and not overwrite:
-        return target
-    model = load_model(str(source))
-    return export_tflite_int8(model, target, calibration_images(data_dir, int(model.input_shape[1])))
 
 
 def export_trust_model(model: keras.Model, path: str | Path) -> Path:

@@ -132,23 +132,35 @@ def annotate_predictions(model_dir: Path, features: dict[str, np.ndarray]) -> No
         write_csv(saved, prediction_rows(files, y_true, probs, class_names, trust=statuses))
 
 
-def upgrade_run(model_dir: str | Path, data_dir: str | Path, accept_accuracy: float | None = None) -> dict:
-    """Add trust scores to a saved run (see the module docstring); the ``trust`` record of ``run.json``."""
-    model_dir = Path(model_dir)
-    if not (model_dir / SUMMARY).is_file():
-        raise RunError(f"{model_dir}: not a run folder (no {SUMMARY})")
+def _train_options(model_dir: Path) -> dict:
     config_file = model_dir / CONFIG
-    train_options = read_json(config_file).get("train", {}) if config_file.is_file() else {}
-    accept_accuracy = accept_accuracy or float(train_options.get("accept_accuracy", DEFAULT_ACCEPT_ACCURACY))
-    dataset = create_dataset(
+    return read_json(config_file).get("train", {}) if config_file.is_file() else {}
+
+
+def run_dataset(model_dir: str | Path, data_dir: str | Path) -> Dataset:
+    """``data_dir`` split as the run in ``model_dir`` split it (its seed and fractions)."""
+    train_options = _train_options(Path(model_dir))
+    return create_dataset(
         data_dir,
         int(train_options.get("seed", 42)),
         float(train_options.get("val_fraction", 0.1)),
         float(train_options.get("test_fraction", 0.1)),
     )
+
+
+def upgrade_run(model_dir: str | Path, data_dir: str | Path, accept_accuracy: float | None = None) -> dict:
+    """Add trust scores to a saved run (see the module docstring); the ``trust`` record of ``run.json``."""
+    model_dir = Path(model_dir)
+    if not (model_dir / SUMMARY).is_file():
+        raise RunError(f"{model_dir}: not a run folder (no {SUMMARY})")
+    train_options = _train_options(model_dir)
+    accept_accuracy = accept_accuracy or float(train_options.get("accept_accuracy", DEFAULT_ACCEPT_ACCURACY))
+    dataset = run_dataset(model_dir, data_dir)
     if add_trust_outputs(model_dir):
         record_model_digests(model_dir)  # the re-exported files are checked on load like the others
-    classifier = load_classifier(model_dir, backend="litert", pool_size=1)
+    classifier = load_classifier(model_dir, backend="auto", pool_size=1)  # the served model
+    if classifier.backend == "keras":
+        raise RunError(f"{model_dir}: no LiteRT model to fit trust scores on")
     if tuple(dataset.class_names) != classifier.class_names:
         raise RunError(
             f"{data_dir}: classes {dataset.class_names} differ from the model's {classifier.class_names}"

@@ -1,0 +1,55 @@
+"""The full-integer model of a run, and whether it is the one served.
+
+:func:`quantize_run` writes ``model_int8.tflite`` with the same three outputs as ``model.tflite``
+(probabilities, pooled features, last feature map), scores both on the validation split, and records
+the result as ``run.json["int8"]``. When the int8 model's validation accuracy is within
+:data:`MAX_INT8_DROP` of the float model's, it becomes the served model (``backend="auto"`` loads it)
+and the run's trust scores are refitted on its features, so the thresholds belong to what answers. The
+test split is never looked at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clothclf.errors import RunError
+from clothclf.modeling.models import load_model, with_trust_outputs
+from clothclf.runs import INT8_MODEL, KERAS_MODEL, SUMMARY, read_json, record_model_digests, write_json
+from clothclf.serving.classifier import load_classifier
+from clothclf.serving.export import calibration_images, export_tflite_int8
+from clothclf.training.trust import run_dataset, split_outputs, upgrade_run
+
+#: The int8 model is served when its validation accuracy is at most this much below the float model's.
+MAX_INT8_DROP = 0.003
+
+
+def validation_accuracy(model_dir: Path, data_dir: str | Path, backend: str) -> float:
+    """Accuracy of ``model_dir``'s ``backend`` model on the validation split of ``data_dir``."""
+    classifier = load_classifier(model_dir, backend=backend, pool_size=1)
+    dataset = run_dataset(model_dir, data_dir)
+    _, probs, labels = split_outputs(classifier, dataset, "validation")
+    return float(np.mean(probs.argmax(axis=1) == labels))
+
+
+def quantize_run(model_dir: str | Path, data_dir: str | Path, overwrite: bool = False) -> dict:
+    """Write the run's int8 model (calibrated on ``data_dir``'s training photos), compare it with the float
+    model on validation, serve it if it is within :data:`MAX_INT8_DROP`; the ``int8`` record of ``run.json``."""
+    model_dir = Path(model_dir)
+    source, target = model_dir / KERAS_MODEL, model_dir / INT8_MODEL
+    if not source.is_file():
+        raise RunError(f"{model_dir}: no {KERAS_MODEL} to quantize")
+    if overwrite or not target.is_file():
+        model = with_trust_outputs(load_model(str(source)))
+        export_tflite_int8(model, target, calibration_images(data_dir, int(model.input_shape[1])))
+        if (model_dir / SUMMARY).is_file():
+            record_model_digests(model_dir)
+    fp32 = validation_accuracy(model_dir, data_dir, "litert")
+    int8 = validation_accuracy(model_dir, data_dir, "litert-int8")
+    record = {"val_accuracy": int8, "fp32_val_accuracy": fp32, "served": fp32 - int8 <= MAX_INT8_DROP}
+    summary = read_json(model_dir / SUMMARY)
+    write_json(model_dir / SUMMARY, {**summary, "int8": record})
+    if record["served"]:
+        upgrade_run(model_dir, data_dir)  # trust fitted on the served model's features
+    return record
