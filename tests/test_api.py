@@ -531,3 +531,15 @@ def test_ray_serve_two_replicas_answer_as_the_local_server(tmp_path):
     finally:
         stderr = stop(server)
     assert process.returncode == 0, stderr[-3000:]
+
+
+def test_benchmark_script_reports_the_figures(tmp_path):
+    script = PROJECT_ROOT / "scripts" / "benchmark_api.py"
+    args = ["--images", str(tmp_path / "none"), "--photos", "8", "--rounds", "1", "--clients", "2", "--json"]
+    done = subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["statuses"] == {"200": 8} and result["tensorflow_loaded"] is False
+    assert result["ratio"] > 0 and 0 < result["server_peak_rss_mb"] < 1000 and result["batched_photos"] == 8

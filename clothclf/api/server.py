@@ -517,10 +517,9 @@ def run_server(config: ServerConfig, load: Callable[[ServerConfig], Classifier] 
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    server = DrainingServer(settings)
-    if config.workers > 1:
+    if config.workers > 1:  # uvicorn's own worker processes (stock servers: 503 only once they shut down)
         from uvicorn.supervisors import Multiprocess
 
-        Multiprocess(settings, target=server.run, sockets=[settings.bind_socket()]).run()
+        Multiprocess(settings, sockets=[settings.bind_socket()]).run()
     else:
-        server.run()
+        DrainingServer(settings).run()
