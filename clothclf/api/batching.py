@@ -1,9 +1,11 @@
 """Micro-batching: requests that arrive together share one forward pass.
 
-A :class:`MicroBatcher` takes items one request at a time (:meth:`MicroBatcher.submit`). Its collector
+A :class:`MicroBatcher` takes items one request at a time (:meth:`MicroBatcher.put`). Its collector
 waits for a free batch thread, takes the first queued item, then waits up to ``wait_s`` (a few
 milliseconds) for company, up to ``max_size`` items, and runs the batch in one call of ``run`` on a
-worker thread, as Ray Serve's ``@serve.batch`` and TensorFlow Serving's batching do. Up to
+worker thread, as Ray Serve's ``@serve.batch`` and TensorFlow Serving's batching do. It waits only
+while ``coming()`` says more items are on their way (requests still arriving), so a lone request
+never waits for company that is not coming. Up to
 ``concurrency`` batches run at once (one per CPU suits LiteRT's single-threaded interpreters), and the
 next batch gathers while they run, so under load batches fill up by themselves.
 """
@@ -36,7 +38,9 @@ class BatchStats:
 class MicroBatcher(Generic[Item, Result]):
     """Gathers items submitted concurrently into batches for ``run`` (one result per item, in order).
 
-    Start it with :meth:`start` inside the event loop that will submit, stop it with :meth:`close`.
+    ``coming()`` (default: always some) says how many more items are expected soon.
+
+    Start it with :meth:`start` inside the event loop that will put items, stop it with :meth:`close`.
     """
 
     def __init__(
@@ -46,11 +50,12 @@ class MicroBatcher(Generic[Item, Result]):
         max_size: int,
         wait_s: float,
         concurrency: int,
+        coming: Callable[[], int] = lambda: 1,
     ):
         if max_size < 1 or concurrency < 1 or wait_s < 0:
             raise ValueError("max_size and concurrency must be at least 1 and wait_s not negative")
         self._run, self._max_size, self._wait_s = run, max_size, wait_s
-        self._concurrency = concurrency
+        self._concurrency, self._coming = concurrency, coming
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -64,13 +69,14 @@ class MicroBatcher(Generic[Item, Result]):
         self._pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="clothclf-batch")
         self._collector = asyncio.create_task(self._collect())
 
-    async def submit(self, item: Item) -> Result:
-        """The result of ``item``, computed in a batch with the items submitted about the same time."""
+    def put(self, item: Item) -> asyncio.Future[Result]:
+        """Queue ``item`` now; the future of its result, computed in a batch with the items queued
+        about the same time."""
         if self._queue is None or self._collector is None or self._collector.done():
             raise RuntimeError("the batcher is not running")
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((item, future))
-        return await future
+        return future
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -79,7 +85,7 @@ class MicroBatcher(Generic[Item, Result]):
             batch = [await self._queue.get()]
             deadline = loop.time() + self._wait_s
             while len(batch) < self._max_size:
-                if self._queue.empty() and (left := deadline - loop.time()) > 0:
+                if self._queue.empty() and (left := deadline - loop.time()) > 0 and self._coming() > 0:
                     try:
                         batch.append(await asyncio.wait_for(self._queue.get(), left))
                     except TimeoutError:
