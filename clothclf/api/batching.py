@@ -4,8 +4,7 @@ A :class:`MicroBatcher` takes items one request at a time (:meth:`MicroBatcher.p
 waits for a free batch thread, takes the first queued item, then waits up to ``wait_s`` (a few
 milliseconds) for company, up to ``max_size`` items, and runs the batch in one call of ``run`` on a
 worker thread, as Ray Serve's ``@serve.batch`` and TensorFlow Serving's batching do. It waits only
-while ``coming()`` says more items are on their way (requests still arriving), so a lone request
-never waits for company that is not coming. Up to
+when ``expect_company()`` says other requests are being served, so a lone request is not delayed. Up to
 ``concurrency`` batches run at once (one per CPU suits LiteRT's single-threaded interpreters), and the
 next batch gathers while they run, so under load batches fill up by themselves.
 """
@@ -38,7 +37,7 @@ class BatchStats:
 class MicroBatcher(Generic[Item, Result]):
     """Gathers items submitted concurrently into batches for ``run`` (one result per item, in order).
 
-    ``coming()`` (default: always some) says how many more items are expected soon.
+    ``expect_company()`` (default: always) says whether more items may come soon.
 
     Start it with :meth:`start` inside the event loop that will put items, stop it with :meth:`close`.
     """
@@ -50,12 +49,12 @@ class MicroBatcher(Generic[Item, Result]):
         max_size: int,
         wait_s: float,
         concurrency: int,
-        coming: Callable[[], int] = lambda: 1,
+        expect_company: Callable[[], bool] = lambda: True,
     ):
         if max_size < 1 or concurrency < 1 or wait_s < 0:
             raise ValueError("max_size and concurrency must be at least 1 and wait_s not negative")
         self._run, self._max_size, self._wait_s = run, max_size, wait_s
-        self._concurrency, self._coming = concurrency, coming
+        self._concurrency, self._expect_company = concurrency, expect_company
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
         self._slots: asyncio.Semaphore | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -85,7 +84,7 @@ class MicroBatcher(Generic[Item, Result]):
             batch = [await self._queue.get()]
             deadline = loop.time() + self._wait_s
             while len(batch) < self._max_size:
-                if self._queue.empty() and (left := deadline - loop.time()) > 0 and self._coming() > 0:
+                if self._queue.empty() and (left := deadline - loop.time()) > 0 and self._expect_company():
                     try:
                         batch.append(await asyncio.wait_for(self._queue.get(), left))
                     except TimeoutError:

@@ -194,11 +194,11 @@ class Service:
             max_size=config.max_batch_size,
             wait_s=config.batch_wait_ms / 1000,
             concurrency=config.batch_threads or available_cpus(),
-            coming=lambda: self.arriving,
+            expect_company=lambda: self.holding > 1,
         )
         self._uploads: asyncio.Semaphore | None = None
         self._loading: asyncio.Task | None = None
-        self.arriving = 0
+        self.holding = 0
 
     async def start(self) -> None:
         """Start batching and loading the model (waited for with ``wait_for_model``)."""
@@ -238,42 +238,27 @@ class Service:
         return self.classifier
 
     @asynccontextmanager
-    async def upload_slot(self) -> AsyncIterator[Upload]:
-        """Wait for one of the ``max_uploads`` slots a request holds while its photos are in memory."""
+    async def upload_slot(self) -> AsyncIterator[Classifier]:
+        """Wait for one of the ``max_uploads`` slots a request holds while its photos are in memory.
+        (Batches wait for company only while more than one request holds a slot.)"""
         self.ready()
         async with self._uploads:
-            upload = Upload(self, self.ready())  # shutdown may have begun while this request waited
+            classifier = self.ready()  # shutdown may have begun while this request waited
+            self.holding += 1
             try:
-                yield upload
+                yield classifier
             finally:
-                upload.arrived()
+                self.holding -= 1
+
+    async def classify(self, photos: Sequence[io.BytesIO], top_k: int) -> list[Prediction | ClothclfError]:
+        """Each photo's prediction or error, in batches with other requests' photos."""
+        return list(await asyncio.gather(*(self.batcher.put(Photo(photo, top_k)) for photo in photos)))
 
     async def stop(self) -> None:
         self.draining = True
         if self._loading is not None and not self._loading.done():
             await asyncio.gather(self._loading, return_exceptions=True)
         await self.batcher.close()
-
-
-class Upload:
-    """A request holding an upload slot; until its photos reach the batcher it counts as arriving
-    (the batcher waits for company only while some are)."""
-
-    def __init__(self, service: Service, classifier: Classifier):
-        self.service, self.classifier = service, classifier
-        self._arriving = True
-        service.arriving += 1
-
-    def arrived(self) -> None:
-        if self._arriving:
-            self._arriving = False
-            self.service.arriving -= 1
-
-    async def classify(self, photos: Sequence[io.BytesIO], top_k: int) -> list[Prediction | ClothclfError]:
-        """Each photo's prediction or error, in batches with other requests' photos."""
-        futures = [self.service.batcher.put(Photo(photo, top_k)) for photo in photos]
-        self.arrived()
-        return list(await asyncio.gather(*futures))
 
 
 def create_app(config: ServerConfig, load: Callable[[ServerConfig], Classifier] = load_model) -> FastAPI:
@@ -420,15 +405,14 @@ def _add_predict_routes(app: FastAPI, service: Service, authorized: Callable) ->
             False, description="add the heatmap of where the model looked, as a base64 PNG"
         ),
     ) -> JSONResponse:
-        async with service.upload_slot() as upload:
+        async with service.upload_slot() as classifier:
             photos = await read_uploads(request, limits)
             if len(photos) > 1:
                 raise HttpError(422, f"one photo per request here; send {len(photos)} to /v1/predict/batch")
             if explain:
-                upload.arrived()
-                row = await _explained(upload.classifier, photos[0], top_k, service.config.max_pixels)
+                row = await _explained(classifier, photos[0], top_k, service.config.max_pixels)
                 return JSONResponse(row)
-            (result,) = await upload.classify(photos, top_k)
+            (result,) = await service.classify(photos, top_k)
         if isinstance(result, ClothclfError):
             raise HttpError(400, str(result))
         return JSONResponse(prediction_row(photos[0].name, result))
@@ -441,9 +425,9 @@ def _add_predict_routes(app: FastAPI, service: Service, authorized: Callable) ->
         responses=PREDICT_ERRORS,
     )
     async def predict_batch(request: Request, top_k: int = TOP_K) -> JSONResponse:
-        async with service.upload_slot() as upload:
+        async with service.upload_slot():
             photos = await read_uploads(request, limits)
-            results = await upload.classify(photos, top_k)
+            results = await service.classify(photos, top_k)
         return JSONResponse([prediction_row(p.name, r) for p, r in zip(photos, results, strict=True)])
 
 
