@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from clothclf.app.jobs import Job, JobStatus, current_job, start_job
+from clothclf.app.jobs import Job, JobStatus, active_data_dir, current_job, start_job
 from clothclf.app.memory import memory_limit_mb, memory_warning, process_rss_mb
 from clothclf.app.models_list import describe_model
 from clothclf.app.training_data import check_training_data, training_data_dir
@@ -416,7 +416,7 @@ if busy:
 if submitted or checked:
     try:
         with st.spinner("Reading the dataset (every photo once; an upload is extracted once)…"):
-            dataset_dir = training_data_dir(upload, paths)
+            dataset_dir = training_data_dir(upload, paths, in_use=active_data_dir(paths))
         config = TrainConfig(
             data_dir=str(dataset_dir),
             backbone=backbone,

@@ -312,6 +312,15 @@ def current_job(paths: Paths) -> Job | None:
     return Job(folder) if job_id and (folder / "request.json").is_file() else None
 
 
+def active_data_dir(paths: Paths) -> Path | None:
+    """The dataset folder of the job training now, if any (an uploaded zip it reads must not be pruned:
+    pass it as :func:`~clothclf.app.training_data.training_data_dir`'s ``in_use``)."""
+    job = current_job(paths)
+    if job is None or not job.status().active:
+        return None
+    return Path(job.request()["config"]["data_dir"])
+
+
 def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -> Job:
     """Check ``config`` and its dataset, then train it in a child process; return the job at once.
     The job stops after ``limits.max_training_minutes``.

@@ -42,30 +42,23 @@ def _digest(source: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
-def extract_uploaded_dataset(source: IO[bytes], paths: Paths, limits: Limits = DEFAULT_LIMITS) -> Path:
+def extract_uploaded_dataset(
+    source: IO[bytes], paths: Paths, limits: Limits = DEFAULT_LIMITS, in_use: str | Path | None = None
+) -> Path:
     """Extract an uploaded dataset zip once per content into ``<runs_dir>/.uploads/<digest>`` and
     return that folder (the dataset reader finds the dataset inside). The same zip again reuses it.
+    Older uploads are pruned to the limit, except the one ``in_use`` is in (a running job's dataset).
     :class:`~clothclf.errors.DatasetError` (nothing kept) for an unsafe or broken zip,
     :class:`~clothclf.errors.LimitExceededError` if it breaks ``limits``."""
     folder = uploads_dir(paths) / _digest(source)
     if folder.is_dir():
         os.utime(folder)  # most recently used: pruned last
         return folder
-    prune_uploads(paths, limits.max_kept_uploads_mb * MB, in_use=_training_on(paths))
+    prune_uploads(paths, limits.max_kept_uploads_mb * MB, in_use=in_use)
     try:
         return safe_extract_zip(source, folder, limits)
     except OSError as exc:
         raise DatasetError(f"cannot extract the upload ({exc.strerror})") from exc
-
-
-def _training_on(paths: Paths) -> Path | None:
-    """The dataset folder of the job training now, if any (its upload must stay)."""
-    from clothclf.app.jobs import current_job  # imported here: jobs imports this module
-
-    job = current_job(paths)
-    if job is None or not job.status().active:
-        return None
-    return Path(job.request()["config"]["data_dir"])
 
 
 def upload_folder(data_dir: str | Path, paths: Paths) -> Path | None:
@@ -106,11 +99,17 @@ def prune_uploads(paths: Paths, keep_bytes: int, in_use: str | Path | None = Non
     return deleted
 
 
-def training_data_dir(upload: IO[bytes] | None, paths: Paths, limits: Limits = DEFAULT_LIMITS) -> Path:
+def training_data_dir(
+    upload: IO[bytes] | None,
+    paths: Paths,
+    limits: Limits = DEFAULT_LIMITS,
+    in_use: str | Path | None = None,
+) -> Path:
     """The folder a Fine-tune run reads: the uploaded zip, extracted once per content, else the default
-    dataset (:class:`DatasetError` if it is not on this server)."""
+    dataset (:class:`DatasetError` if it is not on this server). ``in_use``: the running job's dataset
+    folder (:func:`clothclf.app.jobs.active_data_dir`), whose upload is never pruned."""
     if upload is not None:
-        return extract_uploaded_dataset(upload, paths, limits)
+        return extract_uploaded_dataset(upload, paths, limits, in_use)
     folder = paths.default_dataset_dir
     if not folder.is_dir():
         raise DatasetError(

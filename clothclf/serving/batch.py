@@ -3,13 +3,13 @@
 :func:`predict_catalog` is what ``clothclf predict`` runs. Paths are expanded lazily (folders
 recursively, image extensions only, hidden files and folders skipped) and classified by
 :meth:`~clothclf.serving.classifier.Classifier.predict_stream` (decoding overlapped with LiteRT, bounded memory)
-or, with ``engine="ray"``, by Ray Data actors (:mod:`clothclf.serving.ray_engine`). Rows go to a result file
-as they come (:mod:`clothclf.serving.result_files`), so a killed run can be resumed.
+or, with ``engine="ray"``, by Ray Data actors (:mod:`clothclf.serving.ray_engine`). Rows (one a photo,
+:mod:`clothclf.serving.rows`) go to a result file as they come (:mod:`clothclf.serving.result_files`), so a
+killed run can be resumed.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 import time
@@ -19,17 +19,26 @@ from typing import IO
 
 from clothclf.console import counted
 from clothclf.data.datasets import IMAGE_EXTENSIONS
-from clothclf.data.images import ImageInput
 from clothclf.errors import ClothclfError
-from clothclf.serving.classifier import Classifier, Prediction, load_classifier
+from clothclf.serving.classifier import load_classifier
 from clothclf.serving.result_files import ResultFile, open_result_file
+from clothclf.serving.rows import classify_files, is_uri, prediction_row
+
+#: The catalog API (``prediction_row`` and ``classify_files`` are defined in :mod:`clothclf.serving.rows`).
+__all__ = [
+    "ENGINES",
+    "CatalogSummary",
+    "ProgressLine",
+    "catalog_files",
+    "classify_files",
+    "expand_paths",
+    "is_uri",
+    "predict_catalog",
+    "prediction_row",
+    "read_path_list",
+]
 
 ENGINES = ("local", "ray")
-
-
-def is_uri(path: str) -> bool:
-    """Whether ``path`` names object storage or another filesystem (``s3://``, ``gs://``, ``file://`` ...)."""
-    return "://" in path
 
 
 def _is_image_name(name: str) -> bool:
@@ -88,45 +97,6 @@ def read_path_list(list_file: str | os.PathLike) -> Iterator[str]:
             yield from (line.rstrip("\r\n") for line in f if line.strip())
     except OSError as exc:
         raise ClothclfError(f"{list_file}: cannot read the list of paths ({exc.strerror})") from exc
-
-
-class UriFile:
-    """A photo in object storage, read (through pyarrow's filesystems) only when the decoder asks."""
-
-    def __init__(self, uri: str):
-        self.name = uri
-
-    def read(self) -> bytes:
-        from pyarrow import fs
-
-        try:
-            filesystem, path = fs.FileSystem.from_uri(self.name)
-            with filesystem.open_input_stream(path) as stream:
-                return stream.read()
-        except (OSError, ValueError) as exc:  # pyarrow raises ArrowInvalid (a ValueError) for bad URIs
-            raise OSError(str(exc)) from exc
-
-
-def open_source(file: str) -> ImageInput:
-    """What the decoder reads for ``file``: the path itself, or a URI read lazily by the decoding thread."""
-    return UriFile(file) if is_uri(file) else file
-
-
-def prediction_row(file: str, result: Prediction | ClothclfError) -> dict:
-    """The row of one photo: its file and prediction, or its file and error."""
-    if isinstance(result, ClothclfError):
-        return {"file": file, "error": str(result)}
-    return {"file": file, **result.to_dict()}
-
-
-def classify_files(
-    classifier: Classifier, files: Iterable[str], top_k: int = 3, workers: int | None = None
-) -> Iterator[dict]:
-    """Rows of ``files`` in order, classified in this process (see :meth:`Classifier.predict_stream`)."""
-    names, opened = itertools.tee(files)  # predict_stream reads a bounded number of files ahead
-    results = classifier.predict_stream(map(open_source, opened), top_k, workers)
-    for file, result in zip(names, results):
-        yield prediction_row(file, result)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ class RayClassifier:
         self._top_k, self._workers = top_k, num_threads + 1
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from clothclf.serving.batch import classify_files
+        from clothclf.serving.rows import classify_files
 
         rows = classify_files(self._classifier, [str(f) for f in batch["file"]], self._top_k, self._workers)
         return {"row": np.array([json.dumps(row) for row in rows], dtype=object)}
