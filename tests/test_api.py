@@ -543,3 +543,46 @@ def test_benchmark_script_reports_the_figures(tmp_path):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["statuses"] == {"200": 8} and result["tensorflow_loaded"] is False
     assert result["ratio"] > 0 and 0 < result["server_peak_rss_mb"] < 1000 and result["batched_photos"] == 8
+
+
+# --- the parts alone ----------------------------------------------------------------------------
+
+
+def test_micro_batcher_gathers_concurrent_items_and_passes_failures_to_every_waiter():
+    import asyncio
+
+    from clothclf.api.batching import MicroBatcher
+
+    calls: list[list[int]] = []
+
+    def double(items):
+        calls.append(list(items))
+        if -1 in items:
+            raise RuntimeError("a broken batch")
+        time.sleep(0.05)
+        return [2 * item for item in items]
+
+    async def scenario():
+        batcher = MicroBatcher(double, max_size=4, wait_s=0.05, concurrency=1)
+        await batcher.start()
+        answers = await asyncio.gather(*(batcher.put(i) for i in range(10)))
+        failed = await asyncio.gather(batcher.put(-1), batcher.put(7), return_exceptions=True)
+        await batcher.close()
+        return answers, failed, batcher.stats
+
+    answers, failed, stats = asyncio.run(scenario())
+    assert answers == [2 * i for i in range(10)]
+    assert [len(c) for c in calls[:3]] == [4, 4, 2] and stats.largest == 4 and stats.items == 12
+    assert all(isinstance(f, RuntimeError) for f in failed)
+
+
+def test_server_config_refuses_keras_and_limits_below_one():
+    from clothclf.api.server import ServerConfig
+
+    with pytest.raises(ValueError, match="litert"):
+        ServerConfig(backend="keras")
+    with pytest.raises(ValueError, match="max_uploads 0"):
+        ServerConfig(max_uploads=0)
+    with pytest.raises(ValueError, match="port"):
+        ServerConfig(port=70000)
+    assert "s3cret" not in repr(ServerConfig(api_key="s3cret"))
