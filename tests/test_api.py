@@ -586,3 +586,13 @@ def test_server_config_refuses_keras_and_limits_below_one():
     with pytest.raises(ValueError, match="port"):
         ServerConfig(port=70000)
     assert "s3cret" not in repr(ServerConfig(api_key="s3cret"))
+
+
+def test_serve_without_the_api_extra_names_it():
+    script = (
+        "import sys; sys.modules['fastapi'] = None; from clothclf.cli import main; sys.exit(main(['serve']))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "clothclf: error: serve needs fastapi: pip install 'clothclf[api]'"
