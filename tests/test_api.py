@@ -32,8 +32,8 @@ from PIL import Image
 from test_reliability_inputs import bad_files, odd_files
 
 from clothclf.runs import read_class_names, read_summary
-from clothclf.serving.batch import classify_files
 from clothclf.serving.classifier import load_classifier
+from clothclf.serving.rows import classify_files
 
 MODEL = PROJECT_ROOT / "models" / "default"
 MB = 1024 * 1024

@@ -7,7 +7,7 @@ uvicorn (``clothclf serve``), :mod:`clothclf.api.ray_serve` on Ray Serve. Endpoi
 - ``GET /v1/model``: the model's name, classes, backbone, saved accuracy and trust thresholds;
 - ``POST /v1/predict`` (one multipart ``file``; query ``top_k``, ``explain``) and
   ``POST /v1/predict/batch`` (several ``file`` fields): the rows ``clothclf predict --json`` prints,
-  made by the same function (:func:`clothclf.serving.batch.prediction_row`).
+  made by the same function (:func:`clothclf.serving.rows.prediction_row`).
 
 Photos of concurrent requests are classified together (:mod:`clothclf.api.batching`); at most
 ``max_uploads`` requests hold a body at a time, so memory is bounded. Every error is
@@ -45,7 +45,6 @@ from clothclf.config import MB, Limits
 from clothclf.data.images import load_preview
 from clothclf.errors import ClothclfError
 from clothclf.runs import SUMMARY, evaluation_files, read_json, read_summary
-from clothclf.serving.batch import prediction_row
 from clothclf.serving.classifier import (
     CHUNK_SIZE,
     Classifier,
@@ -54,6 +53,7 @@ from clothclf.serving.classifier import (
     load_classifier,
 )
 from clothclf.serving.explain import overlay
+from clothclf.serving.rows import prediction_row
 from clothclf.serving.runtime import available_cpus
 
 log = logging.getLogger("clothclf.api")
