@@ -390,6 +390,36 @@ def test_cli_server_checks_the_key_loads_no_tensorflow_and_finishes_in_flight_re
     assert '"POST /v1/predict" 200' in stderr and '"GET /v1/model" 401' in stderr
 
 
+def worker_processes(pid: int) -> set[int]:
+    """The worker processes a server process spawned (multiprocessing's, not its resource tracker)."""
+    workers = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"spawn_main" in command:
+            workers.add(int(stat.parent.name))
+    return workers
+
+
+@pytest.mark.slow
+def test_cli_server_with_two_worker_processes():
+    port = free_port()
+    command = [sys.executable, "-m", "clothclf", "serve", "--model", str(MODEL), "--port", str(port)]
+    server = start_server([*command, "--workers", "2"], port)
+    try:
+        workers = worker_processes(server.process.pid)
+        assert len(workers) == 2
+        assert {server.healthy()["pid"] for _ in range(10)} <= workers
+        assert post(server, "/v1/predict", [("a.jpg", jpeg())]).status_code == 200
+    finally:
+        stop(server)
+    assert server.process.returncode in (0, -signal.SIGTERM)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
 # --- loading and shutting down: 503 -------------------------------------------------------------
 
 
