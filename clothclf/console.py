@@ -106,3 +106,12 @@ def _forward(read_end: int, target: int) -> None:
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """``n`` and the noun in the right number: ``1 photo``, ``2 photos``, ``0 files``."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def duration_text(seconds: float | None) -> str:
+    """A run's duration as people read it, the same in ``clothclf runs`` and the app: ``2 min 05 s``,
+    ``45 s``; ``—`` when unknown."""
+    if seconds is None:
+        return "—"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
