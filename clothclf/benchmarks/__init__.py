@@ -1,0 +1,2 @@
+"""Measurement code behind ``scripts/``: serving speed (:mod:`.serving`, :mod:`.report`), memory
+(:mod:`.memory`) and the timing tools they share (:mod:`.timing`). The scripts parse arguments and print."""
