@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clothclf.app.models_list import describe_model, find_model, list_models
-from clothclf.config import Paths
-from pages._shared import session_model_dir
+from clothclf.app.models_list import describe_model, find_model
+from pages._shared import keep_server_memory_flat, model_scan, session_model_dir
 
+keep_server_memory_flat()  # first: the allocator's settings apply to what comes after
 st.set_page_config(page_title="clothclf · clothing photo classifier", page_icon="👕", layout="wide")
 
 navigation = st.navigation(
@@ -26,7 +26,7 @@ navigation = st.navigation(
 
 with st.sidebar:
     model_dir = session_model_dir()
-    model = find_model(list_models(Paths.from_env()), model_dir) or describe_model(model_dir)
+    model = find_model(model_scan().entries, model_dir) or describe_model(model_dir)
     st.caption("Model in use")
     if model is None:
         st.warning("No model found. Train one, or pick one on the Models page.", icon=":material/warning:")

@@ -135,7 +135,11 @@ def _add_predict_command(commands: argparse._SubParsersAction, common: argparse.
     _add_model_arg(predict)
     predict.add_argument("--top-k", type=_at_least_one, default=3, help="labels per photo (default 3)")
     predict.add_argument("--backend", choices=BACKENDS, default="auto")
-    predict.add_argument("--json", action="store_true", help="one JSON line per file (without --out)")
+    predict.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON line per file (without --out); a name that is not UTF-8 also as file_bytes_base64",
+    )
     predict.add_argument(
         "--from-list", metavar="FILE", help="also the paths in FILE, one a line (- for stdin)"
     )
@@ -429,7 +433,9 @@ class _PrintedRows:
 
     def write(self, row: dict) -> None:
         if self._as_json:
-            print(json.dumps(row), flush=True)
+            from clothclf.serving.result_files import json_line
+
+            print(json_line(row), flush=True)
         elif "error" in row:  # the error may name the file itself: say it once
             print(f"{row['file']}: error: {row['error'].removeprefix(row['file'] + ': ')}", file=sys.stderr)
         else:

@@ -65,6 +65,8 @@ TRAINING_SPLIT = "validation"
 MODEL_FILES = ((LITERT_MODEL,), (FEATURES_MODEL, HEAD_WEIGHTS), (KERAS_MODEL,))
 #: Every model file a run may hold; ``run.json`` records the SHA-256 digest of each one present.
 MODEL_FILE_NAMES = tuple(dict.fromkeys(name for files in MODEL_FILES for name in files))
+#: The files whose SHA-256 digest ``run.json`` records and loading checks: every model file, int8 too.
+DIGESTED_FILES = (*MODEL_FILE_NAMES, INT8_MODEL)
 #: A model folder's files a process needs to serve it (whichever of them exist), e.g. a Ray worker.
 SERVING_FILES = (CLASS_NAMES, SUMMARY, LITERT_MODEL, INT8_MODEL, FEATURES_MODEL, HEAD_WEIGHTS, TRUST_FILE)
 #: What a downloaded model bundle holds (those present): the models, what they predict, how they did.
@@ -330,7 +332,7 @@ SHA256 = re.compile(r"[0-9a-f]{64}")
 HASHES = FieldRule(
     lambda v: (
         isinstance(v, dict)
-        and all(k in MODEL_FILE_NAMES and isinstance(h, str) and SHA256.fullmatch(h) for k, h in v.items())
+        and all(k in DIGESTED_FILES and isinstance(h, str) and SHA256.fullmatch(h) for k, h in v.items())
     ),
     "an object of model file names and their SHA-256 digests (64 hex digits)",
 )
@@ -437,26 +439,47 @@ def is_complete_run(path: Path) -> bool:
 
 def model_digests(run_dir: Path) -> dict[str, str]:
     """The SHA-256 digest of each model file in ``run_dir``."""
-    return {name: _sha256(run_dir / name) for name in MODEL_FILE_NAMES if (run_dir / name).is_file()}
+    return {name: _sha256(run_dir / name) for name in DIGESTED_FILES if (run_dir / name).is_file()}
 
 
 def record_model_digests(run_dir: Path) -> None:
-    """Write the digests of the run's model files into its ``run.json`` (after a model file changed)."""
+    """Write the digests of the folder's model files into its ``run.json`` (after a model file changed,
+    or to vouch for a model folder made by hand: a ``run.json`` holding only them is made if missing)."""
     path = Path(run_dir) / SUMMARY
-    write_json(path, {**read_json(path), "sha256": model_digests(Path(run_dir))})
+    summary = read_json(path) if path.is_file() else {}
+    write_json(path, {**summary, "sha256": model_digests(Path(run_dir))})
 
 
 def verify_model_files(run_dir: Path, names: Iterable[str]) -> None:
-    """:class:`RunError` if one of the model files ``names`` differs from the digest ``run.json``
-    records for it. Files without a recorded digest (runs saved before digests) pass unchecked."""
+    """:class:`RunError` unless each model file ``names`` matches the SHA-256 digest ``run.json``
+    records for it. A file without a recorded digest is refused too (no ``run.json``, ``{}``, a run
+    saved before digests): deleting or emptying ``run.json`` must not switch the check off, and a
+    damaged model file can load and answer wrongly."""
     run_dir = Path(run_dir)
     recorded = read_summary(run_dir).get("sha256", {}) if (run_dir / SUMMARY).is_file() else {}
     for name in names:
-        if name in recorded and _sha256(run_dir / name) != recorded[name]:
+        if name not in recorded:
+            raise RunError(
+                f"{run_dir / name} has no SHA-256 digest recorded in {run_dir / SUMMARY} (the file is "
+                "missing or records none), so clothclf cannot tell whether it was changed or damaged and "
+                "does not load it. If you trust the folder, record its digests: python -c \"from "
+                f"clothclf.runs import record_model_digests; record_model_digests('{run_dir}')\""
+            )
+        if _sha256(run_dir / name) != recorded[name]:
             raise RunError(
                 f"{run_dir / name} does not match the SHA-256 digest recorded in run.json: "
                 "the file was changed or damaged after the run was saved"
             )
+
+
+def integrity_problem(folder: Path) -> str | None:
+    """Why the model files ``folder`` holds would not load (:func:`verify_model_files` on each), or
+    None when every one matches its recorded digest."""
+    try:
+        verify_model_files(folder, [name for name in DIGESTED_FILES if (Path(folder) / name).is_file()])
+        return None
+    except RunError as exc:
+        return str(exc)
 
 
 def _sha256(path: Path) -> str:
@@ -511,18 +534,31 @@ def load_run(path: str | Path) -> RunInfo:
 def list_runs(runs_dir: str | Path) -> list[RunInfo]:
     """Complete runs under ``runs_dir``, newest first. Partial folders are left out silently, broken
     ones with a logged warning that says why."""
+    found, broken = scan_runs(runs_dir)
+    for folder, reason in broken:
+        log.warning("run %s left out: %s", folder.name, reason)
+    return found
+
+
+def scan_runs(runs_dir: str | Path) -> tuple[list[RunInfo], list[tuple[Path, str]]]:
+    """The complete runs under ``runs_dir`` (newest first) and the folders that are not, each with
+    why: broken run files, or model files without ``run.json``. Hidden folders (runs being written)
+    and folders holding no model are not runs and are in neither."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        return []
-    found = []
+        return [], []
+    found, broken = [], []
     for folder in sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if not (folder / SUMMARY).is_file():
-            continue  # not a run (nor one being written: those are hidden .partial-* folders)
+            if is_model_folder(folder):
+                reason = f"{folder} holds a model but no {SUMMARY}, so its files cannot be checked"
+                broken.append((folder, reason))
+            continue
         try:
             found.append(load_run(folder))
         except RunError as exc:
-            log.warning("run %s left out: %s", folder.name, exc)
-    return sorted(found, key=lambda r: r.summary.get("created", ""), reverse=True)
+            broken.append((folder, str(exc)))
+    return sorted(found, key=lambda r: r.summary.get("created", ""), reverse=True), broken
 
 
 def zip_run(run_dir: str | Path) -> bytes:

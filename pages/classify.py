@@ -9,7 +9,7 @@ import streamlit as st
 from clothclf.app.models_list import dataset_root_for, describe_model, example_photos
 from clothclf.app.tables import display_name, results_csv, results_table, status_counts
 from clothclf.app.uploads import (
-    UPLOAD_TYPES,
+    READ_FORMATS,
     Upload,
     UploadResult,
     batch_limits_text,
@@ -34,23 +34,24 @@ TOP_K = 3
 EXAMPLE_KEY = "classify_example"
 
 
-# Uploads are cached by their id (the server holds their bytes once; nothing is copied or hashed).
-@st.cache_data(show_spinner="Classifying…", max_entries=16)
+# Uploads are cached by their id (the server holds their bytes once; nothing is copied or hashed), for
+# their session only: no other session has the same ids, and a session's entries go when it disconnects.
+@st.cache_data(show_spinner="Classifying…", max_entries=16, scope="session")
 def classify(model_dir: str, keys: tuple[str, ...], _uploads: list[tuple[str, Upload]]) -> list[UploadResult]:
     return classify_uploads(cached_classifier(model_dir), _uploads, LIMITS, TOP_K)
 
 
-@st.cache_data(show_spinner=False, max_entries=8)
+@st.cache_data(show_spinner=False, max_entries=8, scope="session")
 def photo(key: str, _data: Upload):
     return preview(_data, 640, LIMITS.max_pixels)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+@st.cache_data(show_spinner=False, max_entries=64, scope="session")
 def thumbnail(key: str, _data: Upload):
     return square_thumbnail(_data, 240, LIMITS.max_pixels)
 
 
-@st.cache_data(show_spinner="Finding where the model looked…", max_entries=8)
+@st.cache_data(show_spinner="Finding where the model looked…", max_entries=8, scope="session")
 def explained_photo(model_dir: str, key: str, _data: Upload):
     return explanation_overlay(cached_classifier(model_dir), _data, 640, LIMITS.max_pixels)
 
@@ -164,10 +165,9 @@ upload_col, options_col = st.columns([3, 2], gap="large")
 with upload_col:
     files = st.file_uploader(
         "Photos",
-        type=list(UPLOAD_TYPES),
-        accept_multiple_files=True,
+        accept_multiple_files=True,  # any file: one of another format is named with the formats read
         max_upload_size=LIMITS.max_upload_mb,
-        help=batch_limits_text(LIMITS),
+        help=f"{READ_FORMATS}. {batch_limits_text(LIMITS)}",
     )
 with options_col:
     if classifier.trust_note:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clothclf.app.models_list import ModelEntry, find_model, list_models, models_table, same_classes
-from clothclf.config import Paths
+from clothclf.app.models_list import ModelEntry, find_model, models_table, same_classes
 from clothclf.evaluation import plots
 from clothclf.runs import HISTORY, TRAINING_SPLIT
 from pages._shared import (
     CHART_CONFIG,
+    model_scan,
     read_artifact,
     read_evaluation,
     require_app_navigation,
@@ -30,7 +30,10 @@ require_app_navigation()
 st.title("Models")
 st.caption("The shipped default model and every complete training run. Pick the one this session uses.")
 
-entries = list_models(Paths.from_env())
+scan = model_scan()
+entries = list(scan.entries)
+for left_out in scan.left_out:  # each said here, not only in the server's log
+    st.warning(f"**{left_out.path.name}** is not offered: {left_out.reason}", icon=":material/gpp_bad:")
 if not entries:
     st.info(
         "There is no trained model yet. Train one with `clothclf train` or on the Fine-tune page.",

@@ -14,7 +14,7 @@ from helpers import PROJECT_ROOT
 
 import clothclf
 from clothclf.errors import RunError
-from clothclf.runs import list_runs, load_run, read_json, verify_model_files, write_json
+from clothclf.runs import list_runs, load_run, read_json, record_model_digests, verify_model_files, write_json
 
 #: (field, tampered value) pairs of run.json that used to give wrong answers or tracebacks.
 BAD_FIELDS = [
@@ -98,10 +98,13 @@ def test_a_garbage_keras_model_is_refused_by_its_digest_and_without_one(run_copy
         clothclf.load_classifier(run_copy, backend="keras")
 
 
-def test_a_run_saved_before_digests_were_recorded_still_loads(run_copy):
+def test_a_run_saved_before_digests_were_recorded_is_refused_until_they_are(run_copy):
     summary = read_json(run_copy / "run.json")
     del summary["sha256"]
     write_json(run_copy / "run.json", summary)
+    with pytest.raises(RunError, match="no SHA-256 digest recorded"):  # unchecked files do not load
+        clothclf.load_classifier(run_copy)
+    record_model_digests(run_copy)  # what the message says to do, for a folder one trusts
     assert clothclf.load_classifier(run_copy).class_names == tuple(read_json(run_copy / "class_names.json"))
 
 

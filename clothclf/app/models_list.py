@@ -6,6 +6,7 @@ TensorFlow or Streamlit.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Sequence
@@ -13,20 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clothclf.app.training_data import UPLOADS_DIR
 from clothclf.config import Paths
 from clothclf.data.datasets import IMAGE_EXTENSIONS
 from clothclf.errors import DatasetError, RunError
 from clothclf.runs import (
+    CLASS_NAMES,
+    DIGESTED_FILES,
     SUMMARY,
     TRAINING_SPLIT,
     RunInfo,
     evaluation_files,
+    integrity_problem,
     is_complete_run,
     is_model_folder,
-    list_runs,
     read_class_names,
     read_summary,
     saved_evaluations,
+    scan_runs,
 )
 
 log = logging.getLogger(__name__)
@@ -74,28 +79,82 @@ def describe_model(path: str | Path, *, is_default: bool = False) -> ModelEntry 
     return ModelEntry(summary.get("name", path.name), path, is_default, summary, names)
 
 
-def shipped_models(default_model_dir: Path) -> list[ModelEntry]:
+def _shipped_folders(default_model_dir: Path) -> list[Path]:
     """Earlier shipped models kept for comparison: model folders beside the default one (by name)."""
     parent = Path(default_model_dir).parent
-    folders = (
-        sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if parent.is_dir()
-        else []
-    )
-    found = (describe_model(f) for f in folders if f.resolve() != Path(default_model_dir).resolve())
+    if not parent.is_dir():
+        return []
+    folders = sorted(p for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [f for f in folders if f.resolve() != Path(default_model_dir).resolve()]
+
+
+def shipped_models(default_model_dir: Path) -> list[ModelEntry]:
+    """Earlier shipped models kept for comparison: model folders beside the default one (by name)."""
+    found = (describe_model(f) for f in _shipped_folders(default_model_dir))
     return [entry for entry in found if entry is not None]
 
 
-def list_models(paths: Paths) -> list[ModelEntry]:
+@dataclass(frozen=True)
+class LeftOut:
+    """A model or run folder the app does not offer, and why (one sentence, naming the file)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class ModelScan:
+    """What :func:`scan_models` found: the models a session can load, and the folders left out."""
+
+    entries: tuple[ModelEntry, ...]
+    left_out: tuple[LeftOut, ...]
+
+
+def scan_models(paths: Paths) -> ModelScan:
     """The default model (if it exists), the earlier shipped models beside it, then every complete run
-    under ``paths.runs_dir``."""
-    default = describe_model(paths.default_model_dir, is_default=True)
-    entries = ([default] if default else []) + shipped_models(paths.default_model_dir)
-    seen = {p.path.resolve() for p in entries}
-    for run in list_runs(paths.runs_dir):
-        if run.path.resolve() not in seen:
-            entries.append(ModelEntry(run.name, run.path, False, run.summary, tuple(run.class_names())))
-    return entries
+    under ``paths.runs_dir``, each listed only if its model files match the SHA-256 digests its
+    ``run.json`` records (:func:`clothclf.runs.verify_model_files`, which loading checks too); the
+    folders left out, with why: damaged or changed model files, no recorded digests, broken run files.
+    Reads every model file (a few tens of MB a run): callers that draw pages often cache it by
+    :func:`models_stamp`."""
+    candidates = [describe_model(paths.default_model_dir, is_default=True)]
+    candidates += [describe_model(f) for f in _shipped_folders(paths.default_model_dir)]
+    runs, broken = scan_runs(paths.runs_dir)
+    candidates += [ModelEntry(r.name, r.path, False, r.summary, tuple(r.class_names())) for r in runs]
+    entries, seen = [], set()
+    left_out = [LeftOut(folder, reason) for folder, reason in broken]
+    for entry in candidates:
+        if entry is None or entry.path.resolve() in seen:
+            continue
+        seen.add(entry.path.resolve())
+        problem = integrity_problem(entry.path)
+        if problem is None:
+            entries.append(entry)
+        else:
+            log.warning("model %s left out: %s", entry.path, problem)
+            left_out.append(LeftOut(entry.path, problem))
+    return ModelScan(tuple(entries), tuple(left_out))
+
+
+def list_models(paths: Paths) -> list[ModelEntry]:
+    """The models a session can load (:func:`scan_models`), in its order."""
+    return list(scan_models(paths).entries)
+
+
+def models_stamp(paths: Paths) -> tuple[tuple[str, int, int], ...]:
+    """What changes when a model folder does (a run added, removed, rewritten, a model file touched):
+    the path, size and modification time of every run file and model file :func:`scan_models` reads."""
+    folders = [Path(paths.default_model_dir), *_shipped_folders(paths.default_model_dir)]
+    runs_dir = Path(paths.runs_dir)
+    if runs_dir.is_dir():
+        folders += sorted(p for p in runs_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    stamp = []
+    for folder in folders:
+        for name in (SUMMARY, CLASS_NAMES, *DIGESTED_FILES):
+            with contextlib.suppress(OSError):
+                status = (folder / name).stat()
+                stamp.append((str(folder / name), status.st_size, status.st_mtime_ns))
+    return tuple(stamp)
 
 
 def find_model(entries: Sequence[ModelEntry], path: str | Path) -> ModelEntry | None:
@@ -135,8 +194,9 @@ def models_table(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "model": entry.label,
+                "dataset": dataset_name(run),
+                "classes": f"{entry.num_classes}: {', '.join(entry.class_names)}",
                 "backbone": entry.summary.get("backbone"),
-                "classes": entry.num_classes,
                 "image size": entry.summary.get("image_size"),
                 "epochs": entry.summary.get("epochs"),
                 "val accuracy": _percent(val, "accuracy"),
@@ -149,6 +209,19 @@ def models_table(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def dataset_name(run: RunInfo | None) -> str:
+    """What a run trained on, in a few words: ``default dataset``, ``uploaded zip`` or another folder by
+    name (``(deleted)`` once it is gone), or ``unknown`` (a model folder without its run)."""
+    if run is None:
+        return "unknown"
+    recorded = recorded_dataset_root(run)
+    if not recorded:
+        return "default dataset"
+    folder = Path(recorded)
+    name = "uploaded zip" if UPLOADS_DIR in folder.parts else folder.name
+    return name if folder.is_dir() else f"{name} (deleted)"
 
 
 def evaluated_splits(run: RunInfo) -> list[str]:

@@ -12,6 +12,7 @@ from typing import IO
 import numpy as np
 from PIL import Image
 
+from clothclf.allocator import release_freed_memory
 from clothclf.config import MB, Limits
 from clothclf.data.images import DEFAULT_MAX_PIXELS, ImageInput, describe, load_image, load_preview
 from clothclf.data.layout import IMAGE_EXTENSIONS
@@ -19,8 +20,12 @@ from clothclf.errors import ClothclfError
 from clothclf.serving.classifier import Classifier, Prediction
 from clothclf.serving.explain import overlay
 
-#: What the upload widget accepts: the dataset reader's image extensions, without the dot.
+#: The file name extensions of the formats clothclf reads (the dataset reader's), without the dot.
+#: The upload widget takes any file (its type filter would drop others without a word); a file with
+#: another extension gets :func:`unread_format_error`.
 UPLOAD_TYPES = tuple(sorted(ext.removeprefix(".") for ext in IMAGE_EXTENSIONS))
+#: The formats clothclf reads, for people: "JPEG, PNG, WebP, GIF, BMP or TIFF (.bmp, .gif, …)".
+READ_FORMATS = f"JPEG, PNG, WebP, GIF, BMP or TIFF ({', '.join(f'.{t}' for t in UPLOAD_TYPES)})"
 #: An uploaded file: its bytes, a binary file object (read without copying it) or a path.
 Upload = bytes | bytearray | memoryview | IO[bytes] | str | os.PathLike
 
@@ -56,10 +61,21 @@ def _from_start(data: Upload) -> Upload:
     return data
 
 
+def unread_format_error(name: str) -> str | None:
+    """Why a file named ``name`` is not read, from its extension (``.avif``, ``.heic``, ``.jp2``, ``.svg``…):
+    the formats that are; None for a readable extension or a name without one (decided by its bytes)."""
+    suffix = os.path.splitext(name)[1].lower()
+    if not suffix or suffix in IMAGE_EXTENSIONS:
+        return None
+    return f"not an image format clothclf reads: {suffix} files are not read; it reads {READ_FORMATS}"
+
+
 def classify_upload(
     classifier: Classifier, name: str, data: Upload, limits: Limits, top_k: int = 3
 ) -> UploadResult:
-    """Classify one uploaded file, turning size, pixel and format problems into an error message."""
+    """Classify one uploaded file, turning format, size and pixel problems into an error message."""
+    if (unread := unread_format_error(name)) is not None:
+        return UploadResult(name, error=unread)
     size = upload_size(data)
     if size > limits.max_upload_mb * MB:
         return UploadResult(
@@ -88,7 +104,7 @@ def classify_uploads(
 
     Files past ``limits.max_files_per_batch``, and files that would take the classified ones past
     ``limits.max_batch_mb`` in total, are refused before anything of them is read, with an error
-    saying the limit.
+    saying the limit. The memory the decodes freed is given back to the system at the end.
     """
     results, total = [], 0
     for i, (name, data) in enumerate(uploads):
@@ -102,12 +118,17 @@ def classify_uploads(
             results.append(classify_upload(classifier, name, data, limits, top_k))
             continue
         results.append(UploadResult(name, error=f"{error} ({batch_limits_text(limits)})"))
+    release_freed_memory(collect_garbage=False)
     return results
 
 
 def preview(data: ImageInput, max_side: int = 480, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The photo as an upright RGB array no larger than ``max_side`` on either side, for display."""
-    return load_preview(_from_start(data), max_side, max_pixels)
+    """The photo as an upright RGB array no larger than ``max_side`` on either side, for display
+    (the memory its decode freed is given back to the system)."""
+    try:
+        return load_preview(_from_start(data), max_side, max_pixels)
+    finally:
+        release_freed_memory(collect_garbage=False)
 
 
 def explanation_overlay(
@@ -119,5 +140,9 @@ def explanation_overlay(
 
 
 def square_thumbnail(source: ImageInput, size: int = 200, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """The photo center-cropped to a square of ``size`` pixels (for tidy grids), upright RGB."""
-    return load_preview(_from_start(source), size, max_pixels, square=True)
+    """The photo center-cropped to a square of ``size`` pixels (for tidy grids), upright RGB (the
+    memory its decode freed is given back to the system)."""
+    try:
+        return load_preview(_from_start(source), size, max_pixels, square=True)
+    finally:
+        release_freed_memory(collect_garbage=False)

@@ -10,9 +10,6 @@ head, so it needs no conversion of its own.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -21,6 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from clothclf.allocator import release_freed_memory
 from clothclf.data.datasets import Dataset, Split, SplitOutputs, map_split
 from clothclf.modeling.models import with_feature_map
 from clothclf.runs import atomic_path
@@ -61,14 +59,6 @@ def extractor_tflite(extractor: keras.Model, backbone: str, cache_dir: Path) -> 
         export_tflite(with_feature_map(extractor), path)
         release_freed_memory()  # the converter's ~270 MB, not kept for the rest of the run
     return path
-
-
-def release_freed_memory() -> None:
-    """Return memory freed by C libraries (TensorFlow's converter) to the system: glibc keeps it in
-    its heaps otherwise. A no-op where there is no glibc."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def compute_features(model_file: Path, dataset: Dataset, split: str) -> Features:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from PIL.JpegImagePlugin import JpegImageFile
 
 from clothclf.config import MB
@@ -254,10 +254,26 @@ def _load(
         raise InvalidImageError(f"{name}: not an image format clothclf reads ({kinds})") from exc
     except MemoryError as exc:
         raise LimitExceededError(f"{name}: not enough memory to decode this image") from exc
+    except ValueError as exc:
+        if _metadata_too_large(exc):
+            raise LimitExceededError(
+                f"{name}: the PNG holds text or a colour profile (ICC) larger than the "
+                f"{PngImagePlugin.MAX_TEXT_CHUNK // MB} MB clothclf reads (save the picture again without "
+                "its metadata, or as a JPEG)"
+            ) from exc
+        raise _damaged(name, exc) from exc
     except Exception as exc:  # the boundary: whatever Pillow or a codec raises is this file's error
-        raise InvalidImageError(
-            f"{name}: the image data is damaged or truncated ({type(exc).__name__}: {exc})"
-        ) from exc
+        raise _damaged(name, exc) from exc
+
+
+def _metadata_too_large(exc: ValueError) -> bool:
+    """Whether Pillow refused a PNG's text or ICC chunk for its size (MAX_TEXT_CHUNK, MAX_TEXT_MEMORY):
+    a well-formed file whose metadata is over Pillow's limit, not a damaged one."""
+    return any(limit in str(exc) for limit in ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY"))
+
+
+def _damaged(name: str, exc: Exception) -> InvalidImageError:
+    return InvalidImageError(f"{name}: the image data is damaged or truncated ({type(exc).__name__}: {exc})")
 
 
 def load_image(

@@ -5,10 +5,17 @@ rows are flushed one by one, so a killed run keeps every row it wrote; resuming 
 last line, then skips the files already there. Parquet cannot be appended to, so its rows go to a
 JSON-lines journal beside it (``.NAME.partial.jsonl``) and the Parquet file is rewritten, atomically,
 with the old rows and the journal's when the run ends.
+
+JSON (``clothclf predict --json`` lines and ``.jsonl`` files) is strict UTF-8 JSON that any reader takes.
+A file name whose bytes are not UTF-8 (Linux allows any bytes but ``/``) is written with U+FFFD in
+place of each such byte, and ``file_bytes_base64`` holds its exact bytes (base64); other text is written
+the same way. Names that are UTF-8 are written as they are, without ``file_bytes_base64``. CSV files
+keep the name's bytes as they are; Parquet text (UTF-8 only) escapes them as ``\xe9``.
 """
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -26,6 +33,38 @@ SUFFIXES = (".csv", ".jsonl", ".parquet")
 ANSWER_COLUMNS = ("label", "closest", "confidence", "status", "ood_score", "top_k")
 # File names may hold bytes that are not UTF-8 (os.fsdecode gives surrogates): write them back as they were.
 _TEXT = {"encoding": "utf-8", "errors": "surrogateescape"}
+#: The field of a JSON row that holds the exact bytes (base64) of a file name that is not UTF-8.
+FILE_BYTES = "file_bytes_base64"
+
+
+def _bytes_of(text: str) -> bytes:
+    """The bytes ``text`` was decoded from by ``os.fsdecode`` (any other lone surrogate as ``?``)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def _valid_text(text: str) -> str:
+    """``text`` with each byte that was not UTF-8 (a lone surrogate from ``os.fsdecode``) as U+FFFD."""
+    return _bytes_of(text).decode("utf-8", "replace")
+
+
+def json_line(row: dict) -> str:
+    """A row as one line of strict JSON (see the module docstring): never a lone surrogate."""
+    safe = {key: _valid_text(value) if isinstance(value, str) else value for key, value in row.items()}
+    name = row.get("file")
+    if isinstance(name, str) and safe["file"] != name:
+        safe[FILE_BYTES] = base64.b64encode(_bytes_of(name)).decode("ascii")
+    return json.dumps(safe)
+
+
+def row_of_json(line: str) -> dict:
+    """A row written by :func:`json_line`, with its file name as the bytes it had (``os.fsdecode``)."""
+    row = json.loads(line)
+    if FILE_BYTES in row:
+        row["file"] = os.fsdecode(base64.b64decode(row.pop(FILE_BYTES)))
+    return row
 
 
 def columns() -> tuple[str, ...]:
@@ -89,7 +128,7 @@ class JsonLinesFile:
         self._file: IO[str] = path.open("a" if resume else "w", **_TEXT)
 
     def write(self, row: dict) -> None:
-        self._file.write(json.dumps(row) + "\n")
+        self._file.write(json_line(row) + "\n")
         self._file.flush()
 
     def close(self) -> None:
@@ -101,7 +140,7 @@ def _json_lines_files(path: Path) -> Iterator[str]:
     with path.open(**_TEXT) as f:
         for number, line in enumerate(f, 1):
             try:
-                yield json.loads(line)["file"]
+                yield row_of_json(line)["file"]
             except (ValueError, KeyError, TypeError) as exc:
                 raise ClothclfError(f"{path}:{number}: not a row clothclf wrote ({exc})") from exc
 
@@ -196,7 +235,7 @@ def _journal_chunks(path: Path, size: int = 10_000) -> Iterator[list[dict]]:
     rows: list[dict] = []
     with path.open(**_TEXT) as f:
         for line in f:
-            rows.append(json.loads(line))
+            rows.append(row_of_json(line))
             if len(rows) == size:
                 yield rows
                 rows = []
