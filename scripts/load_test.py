@@ -59,6 +59,8 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 from clothclf.app.tables import display_name  # noqa: E402
 from clothclf.app.uploads import classify_upload  # noqa: E402
+from clothclf.benchmarks.memory import MemoryReport  # noqa: E402
+from clothclf.benchmarks.timing import inotify_watches, rss_mb  # noqa: E402, F401 (tests import both from here)
 from clothclf.config import Limits, Paths  # noqa: E402
 from clothclf.errors import ClothclfError  # noqa: E402
 from clothclf.serving.classifier import load_classifier  # noqa: E402
@@ -174,23 +176,6 @@ def _healthy(url: str) -> bool:
             return response.read() == b"ok"
     except OSError:
         return False
-
-
-def inotify_watches(pid: int) -> int:
-    """How many inotify watches process ``pid`` holds (``/proc/<pid>/fdinfo``, Linux only)."""
-    count = 0
-    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
-        with contextlib.suppress(OSError):
-            count += sum(line.startswith("inotify wd:") for line in info.read_text().splitlines())
-    return count
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of process ``pid`` in MB, to 0.1 MB (``VmRSS`` in ``/proc/<pid>/status``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def server_env(model_dir: Path, workdir: Path) -> dict[str, str]:
@@ -404,30 +389,6 @@ def _multipart(name: str, data: bytes) -> tuple[bytes, str]:
         "Content-Type: image/png\r\n\r\n"
     ).encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
-
-
-@dataclass(frozen=True)
-class MemoryReport:
-    """Server RSS (MB) after the warm-up and after each block of predictions, and any wrong answers."""
-
-    warmup: int
-    predictions: int
-    sessions: int
-    rss_start_mb: float
-    rss_after_warmup_mb: float
-    rss_samples_mb: tuple[tuple[int, float], ...]
-    wrong_answers: int
-    seconds: float
-
-    @property
-    def growth_mb(self) -> float:
-        """RSS at the end minus RSS after the warm-up."""
-        return round(self.rss_samples_mb[-1][1] - self.rss_after_warmup_mb, 1)
-
-    @property
-    def peak_growth_mb(self) -> float:
-        """The highest RSS after the warm-up minus RSS after the warm-up."""
-        return round(max(rss for _, rss in self.rss_samples_mb) - self.rss_after_warmup_mb, 1)
 
 
 def classify_in_parallel(

@@ -12,10 +12,18 @@ import pytest
 from helpers import PROJECT_ROOT, make_image
 from PIL import Image
 
-from clothclf.benchmarks.memory import AnonymousPeak, hostile_images, synthetic_photos
+from clothclf.benchmarks.memory import AnonymousPeak, MemoryReport, hostile_images, synthetic_photos
 from clothclf.benchmarks.report import check, check_min, markdown
 from clothclf.benchmarks.serving import TARGETS, cpu_budget, synthetic_jpeg
-from clothclf.benchmarks.timing import cpu_seconds, images_per_s, run_script, stats, timings_ms
+from clothclf.benchmarks.timing import (
+    cpu_seconds,
+    images_per_s,
+    inotify_watches,
+    rss_mb,
+    run_script,
+    stats,
+    timings_ms,
+)
 from clothclf.serving.classifier import load_classifier
 
 DEFAULT_MODEL = PROJECT_ROOT / "models" / "default"
@@ -126,3 +134,10 @@ def test_the_anonymous_peak_of_this_process_is_sampled():
     peak = AnonymousPeak(os.getpid())
     time.sleep(0.2)
     assert peak.stop() > 0
+    assert rss_mb(os.getpid()) > 0
+    assert inotify_watches(os.getpid()) >= 0
+
+
+def test_memory_growth_is_counted_from_the_end_of_the_warm_up():
+    report = MemoryReport(30, 200, 4, 100.0, 110.0, ((100, 111.5), (200, 110.3)), 0, 60.0)
+    assert (report.growth_mb, report.peak_growth_mb) == (0.3, 1.5)

@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -236,3 +237,27 @@ def normal_photo(folder: Path) -> Path:
     path = folder / "photo.png"
     _camera_photo(400, 536).save(path)
     return path
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Server RSS (MB) after the warm-up and after each block of predictions, and any wrong answers."""
+
+    warmup: int
+    predictions: int
+    sessions: int
+    rss_start_mb: float
+    rss_after_warmup_mb: float
+    rss_samples_mb: tuple[tuple[int, float], ...]
+    wrong_answers: int
+    seconds: float
+
+    @property
+    def growth_mb(self) -> float:
+        """RSS at the end minus RSS after the warm-up."""
+        return round(self.rss_samples_mb[-1][1] - self.rss_after_warmup_mb, 1)
+
+    @property
+    def peak_growth_mb(self) -> float:
+        """The highest RSS after the warm-up minus RSS after the warm-up."""
+        return round(max(rss for _, rss in self.rss_samples_mb) - self.rss_after_warmup_mb, 1)

@@ -3,6 +3,7 @@ percentiles, CPU seconds, peak memory, fresh Python processes, and what the mach
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -81,6 +82,23 @@ def run_script(script: str, *args: str) -> dict:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["process_wall_s"] = time.perf_counter() - started
     return result
+
+
+def inotify_watches(pid: int) -> int:
+    """How many inotify watches process ``pid`` holds (``/proc/<pid>/fdinfo``, Linux only)."""
+    count = 0
+    for info in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            count += sum(line.startswith("inotify wd:") for line in info.read_text().splitlines())
+    return count
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process ``pid`` in MB, to 0.1 MB (``VmRSS`` in ``/proc/<pid>/status``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def package_version(distribution: str) -> str:
