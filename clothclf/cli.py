@@ -103,6 +103,7 @@ def _add_train_command(commands: argparse._SubParsersAction, common: argparse.Ar
     train.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     _add_option_flags(train)
     train.add_argument("--out", type=Path, help="run folder (default: $CLOTHCLF_RUNS_DIR/<time>-<backbone>)")
+    train.add_argument("--name", help="name the run: its folder $CLOTHCLF_RUNS_DIR/NAME (instead of --out)")
     train.add_argument("--json", action="store_true", help="print one final JSON line")
 
 
@@ -305,17 +306,38 @@ def checked_train_config(args: argparse.Namespace, paths: Paths) -> TrainConfig:
     return config
 
 
+def _run_folder(args: argparse.Namespace, paths: Paths) -> Path | None:
+    """Where ``train`` writes the run: ``--out``, or ``--name`` under the runs folder (None: by time)."""
+    from clothclf.runs import checked_run_name
+
+    if args.name is None:
+        return args.out
+    if args.out is not None:
+        raise ClothclfError("give --name or --out, not both")
+    folder = paths.runs_dir / checked_run_name(args.name)
+    if folder.exists():
+        raise ClothclfError(
+            f"a run named {args.name!r} is already in {paths.runs_dir}; choose another --name"
+        )
+    return folder
+
+
 def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.data.report import training_report
 
     require_modules("tensorflow", "keras")  # a missing [train] extra is named before the dataset is read
     config = checked_train_config(args, paths)
+    out = _run_folder(args, paths)
     training_report(config, paths.cache_dir).raise_if_refused()  # before TensorFlow is imported
+    from clothclf.training.callbacks import StepPrinter
     from clothclf.training.loop import train
+    from clothclf.training.missing_weights import weights_failure
+    from clothclf.training.phases import FIT_PHASES
 
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
+    progress = None if args.json else StepPrinter(sys.stderr, FIT_PHASES)  # Keras draws the epochs
     try:
-        result = train(config, args.out, paths=paths, verbose=verbose)
+        result = train(config, out, paths=paths, verbose=verbose, progress=progress)
     except Exception as exc:  # offline without cached ImageNet weights: one sentence, no Keras traceback
         failure = weights_failure(exc, config.backbone, config.image_size)
         if failure is None:
@@ -346,7 +368,6 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
 
 def _evaluation_split(data: Path, split: str, class_names: tuple[str, ...]):
     """(split files, root for relative names, split name) of a dataset root (its split folders named
-    from clothclf.training.missing_weights import weights_failure
     as training reads them: ``Train``, ``val``, ``testing``…) or a class folder."""
     from clothclf.data.datasets import SPLITS, scan_class_folder
     from clothclf.data.layout import split_of
@@ -562,6 +583,7 @@ def cmd_soup(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.console import duration_text
     from clothclf.runs import list_runs
 
     runs = list_runs(paths.runs_dir)
@@ -574,7 +596,7 @@ def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
         s = run.summary
         print(
             f"{run.name:<40} {s.get('backbone', ''):<18} val acc {s.get('val_accuracy', 0):.4f}  "
-            f"{s.get('epochs', 0):>3} epochs  {s.get('seconds', 0):>7.0f} s"
+            f"{s.get('epochs', 0):>3} epochs  {duration_text(s.get('seconds')):>12}"
         )
     return 0
 

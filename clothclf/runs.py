@@ -266,6 +266,20 @@ def new_run_name(backbone: str) -> str:
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{backbone}"
 
 
+#: A run name a person chose: a safe folder name on any system, never hidden (``.partial-…``, ``..``).
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def checked_run_name(name: str) -> str:
+    """``name`` if it is a safe run folder name; :class:`RunError` saying what is allowed otherwise."""
+    if not RUN_NAME.fullmatch(name):
+        raise RunError(
+            f"{name!r} cannot name a run: use up to 64 letters, digits, '-', '_' and '.', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
 @contextlib.contextmanager
 def atomic_run_dir(final_dir: str | Path) -> Iterator[Path]:
     """Yield a hidden temporary folder; rename it to ``final_dir`` only if the block succeeds."""
@@ -462,7 +476,7 @@ def verify_model_files(run_dir: Path, names: Iterable[str]) -> None:
             raise RunError(
                 f"{run_dir / name} has no SHA-256 digest recorded in {run_dir / SUMMARY} (the file is "
                 "missing or records none), so clothclf cannot tell whether it was changed or damaged and "
-                "does not load it. If you trust the folder, record its digests: python -c \"from "
+                'does not load it. If you trust the folder, record its digests: python -c "from '
                 f"clothclf.runs import record_model_digests; record_model_digests('{run_dir}')\""
             )
         if _sha256(run_dir / name) != recorded[name]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import runpy
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.pages_manager import PagesManager
 
 from clothclf.allocator import release_freed_memory, tune_for_server
+from clothclf.app.download import DATASET_SIZE_TEXT, download_progress
 from clothclf.app.models_list import (
     ModelEntry,
     ModelScan,
@@ -193,6 +195,32 @@ def photo_thumbnail(path: Path, size: int = 240):
     return _square(str(path), _mtime(path), size)
 
 
+def offer_dataset_download(reason: str, key: str) -> None:
+    """Say why the dataset is needed (``reason``) and download it on request, with a progress bar
+    that counts megabytes and estimates the time left; the page is drawn again once it is here (every
+    page looks for the dataset on each run, so nothing needs a restart)."""
+    st.info(f"{reason} Download it ({DATASET_SIZE_TEXT}) to this server.", icon=":material/cloud_download:")
+    if not st.button("Download the dataset", icon=":material/download:", key=key):
+        return
+    from clothclf.data.download import download_dataset
+
+    bar, started, shown = st.progress(0.0, text="Connecting…"), time.monotonic(), {"text": ""}
+
+    def progress(done: int, total: int | None) -> None:
+        fraction, text = download_progress(done, total, time.monotonic() - started)
+        if text != shown["text"]:
+            shown["text"] = text
+            bar.progress(fraction, text=text)
+
+    try:
+        download_dataset(progress=progress)
+    except ValueError as exc:
+        bar.empty()
+        show_error(exc)
+    else:
+        st.rerun()
+
+
 def show_error(exc: Exception) -> None:
     """A library error as a plain message (never a traceback)."""
     st.error(str(exc), icon=":material/error:")
@@ -287,10 +315,12 @@ def prediction_card(
         st.image(image, width="stretch")
     elif root is not None:  # without the dataset the page says so once, not under every card
         st.caption(f"Photo not found: `{row['file']}`")
-    status = {"review": " · please check", "unknown": " · not one of the classes"}.get(
-        row.get("status", ""), ""
-    )
-    st.markdown(f"**{display_name(row['predicted'])}** · {float(row['confidence']):.0%}{status}")
+    confidence = float(row["confidence"])
+    if row.get("status") == "unknown":  # as everywhere: unknown, with the closest class beside it
+        st.markdown(f"**Unknown** · closest: {display_name(row['predicted'])}, {confidence:.0%}")
+    else:
+        review = " · please check" if row.get("status") == "review" else ""
+        st.markdown(f"**{display_name(row['predicted'])}** · {confidence:.0%}{review}")
     st.caption(f"true class: {display_name(row['true'])}")
     if top3:
         st.plotly_chart(

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
+from clothclf.app.download import dataset_downloadable
 from clothclf.app.models_list import dataset_root_for, describe_model, example_photos
-from clothclf.app.tables import display_name, results_csv, results_table, status_counts
+from clothclf.app.tables import display_name, grouped_errors, results_csv, results_table, status_counts
 from clothclf.app.uploads import (
     READ_FORMATS,
     Upload,
@@ -19,10 +20,12 @@ from clothclf.app.uploads import (
     square_thumbnail,
 )
 from clothclf.config import Limits
+from clothclf.console import counted
 from clothclf.evaluation import plots
 from pages._shared import (
     CHART_CONFIG,
     cached_classifier,
+    offer_dataset_download,
     photo_thumbnail,
     require_app_navigation,
     session_model_dir,
@@ -31,6 +34,11 @@ from pages._shared import (
 
 LIMITS = Limits()
 TOP_K = 3
+#: The longest side of the photo shown beside its answer (a portrait photo stays short enough on a
+#: phone, where the answer comes below it).
+PREVIEW_SIDE = 400
+#: Files named in a message about several of them; the rest are counted.
+NAMED_FILES = 5
 EXAMPLE_KEY = "classify_example"
 
 
@@ -43,7 +51,7 @@ def classify(model_dir: str, keys: tuple[str, ...], _uploads: list[tuple[str, Up
 
 @st.cache_data(show_spinner=False, max_entries=8, scope="session")
 def photo(key: str, _data: Upload):
-    return preview(_data, 640, LIMITS.max_pixels)
+    return preview(_data, PREVIEW_SIDE, LIMITS.max_pixels)
 
 
 @st.cache_data(show_spinner=False, max_entries=64, scope="session")
@@ -53,7 +61,7 @@ def thumbnail(key: str, _data: Upload):
 
 @st.cache_data(show_spinner="Finding where the model looked…", max_entries=8, scope="session")
 def explained_photo(model_dir: str, key: str, _data: Upload):
-    return explanation_overlay(cached_classifier(model_dir), _data, 640, LIMITS.max_pixels)
+    return explanation_overlay(cached_classifier(model_dir), _data, PREVIEW_SIDE, LIMITS.max_pixels)
 
 
 STATUS_LABELS = {"Accepted": "accept", "Please check": "review", "Not one of the classes": "unknown"}
@@ -67,7 +75,8 @@ def upload_key(data: Upload) -> str:
 
 def show_answer(prediction, n_classes: int) -> None:
     if prediction.status == "unknown":
-        st.header(f"Not one of the {n_classes} classes", anchor=False)
+        st.header("Unknown", anchor=False)
+        st.markdown(f"Not one of the {n_classes} classes.")
         st.caption(
             f"This photo does not look like the photos the model was trained on "
             f"(closest class: {display_name(prediction.label)}, {prediction.confidence:.0%})."
@@ -94,7 +103,7 @@ def show_one(result: UploadResult, data: Upload, model_dir: str, n_classes: int)
                 image = explained_photo(model_dir, upload_key(data), data)
             except ValueError as exc:
                 show_error(exc)
-        st.image(image, caption=result.name, width="stretch")
+        st.image(image, caption=result.name)  # at most PREVIEW_SIDE tall: on a phone the answer follows
     with answer:
         prediction = result.prediction
         show_answer(prediction, n_classes)
@@ -103,13 +112,24 @@ def show_one(result: UploadResult, data: Upload, model_dir: str, n_classes: int)
         )
 
 
+def show_failed(error: str, names: list[str]) -> None:
+    """One message for the files that failed the same way (five files over the batch limit: one box)."""
+    if len(names) == 1:
+        st.error(f"**{names[0]}**: {error}", icon=":material/error:")
+        return
+    more = f" and {len(names) - NAMED_FILES} more" if len(names) > NAMED_FILES else ""
+    st.error(
+        f"**{counted(len(names), 'photo')}** ({', '.join(names[:NAMED_FILES])}{more}): {error}",
+        icon=":material/error:",
+    )
+
+
 def show_many(results: list[UploadResult], uploads: list[tuple[str, Upload]]) -> None:
-    failed = [r for r in results if not r.ok]
-    for result in failed:
-        st.error(f"**{result.name}**: {result.error}", icon=":material/error:")
+    for error, names in grouped_errors(results):
+        show_failed(error, names)
     ok = [(r, data) for r, (_, data) in zip(results, uploads) if r.ok]
     counts = status_counts(results)
-    st.subheader(f"{len(ok)} photos classified", anchor=False)
+    st.subheader(f"{counted(len(ok), 'photo')} classified", anchor=False)
     st.markdown(
         f"**{counts['accept']}** accepted · **{counts['review']}** to check · **{counts['unknown']}** "
         "not one of the classes"
@@ -123,7 +143,7 @@ def show_many(results: list[UploadResult], uploads: list[tuple[str, Upload]]) ->
             prediction = result.prediction
             column.image(thumbnail(upload_key(data), data), width="stretch")
             if prediction.status == "unknown":
-                column.markdown("**Not one of the classes**")
+                column.markdown(f"**Unknown** · closest: {display_name(prediction.label)}")
             else:
                 label = f"**{display_name(prediction.label)}** · {prediction.confidence:.0%}"
                 column.markdown(label + STATUS_TEXT[prediction.status])
@@ -181,7 +201,13 @@ if shot is not None:
 
 if not uploads:
     entry = describe_model(model_dir)
-    examples = example_photos(dataset_root_for(entry.run if entry else None), limit=5)
+    run = entry.run if entry else None
+    examples = example_photos(dataset_root_for(run), limit=5)
+    if not examples and dataset_downloadable(run):
+        offer_dataset_download(
+            "No photo at hand? Example photos come from the dataset, which is not on this server.",
+            "classify_download",
+        )
     if examples:
         st.markdown("**No photo at hand? Try an example from the test set:**")
         for i, (column, path) in enumerate(zip(st.columns(len(examples) + 1), examples)):

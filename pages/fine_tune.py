@@ -15,15 +15,27 @@ from clothclf.app.memory import memory_limit_mb, memory_warning, process_rss_mb
 from clothclf.app.models_list import describe_model
 from clothclf.app.training_data import check_training_data, training_data_dir
 from clothclf.config import AugmentConfig, Limits, Paths, TrainConfig, default, options
+from clothclf.console import counted, duration_text
 from clothclf.data.datasets import LAYOUTS
 from clothclf.data.report import TINY_SIDE, DatasetReport
 from clothclf.errors import RunError
 from clothclf.evaluation import plots
 from clothclf.modeling.backbones import BACKBONES, weights_cached
-from clothclf.runs import CLASS_NAMES, CONFIG, TRAINING_SPLIT, RunInfo, load_run, zip_run
+from clothclf.runs import (
+    CLASS_NAMES,
+    CONFIG,
+    TRAINING_SPLIT,
+    RunInfo,
+    checked_run_name,
+    load_run,
+    new_run_name,
+    zip_run,
+)
 from clothclf.training import phases
+from clothclf.training.missing_weights import missing_weights_text
 from pages._shared import (
     CHART_CONFIG,
+    offer_dataset_download,
     read_artifact,
     read_evaluation,
     require_app_navigation,
@@ -60,16 +72,14 @@ PHASES = {
     phases.TEACHER: "The teacher run classifies the training photos (distillation targets)",
     phases.FINE_TUNE: "Fine-tuning the top backbone layers",
     phases.TRAIN: "Training the whole network",
-    phases.EVALUATING: "Evaluating on the validation set, then saving and exporting the model",
+    phases.EVALUATING: "Evaluating on the validation set",
+    phases.SAVING: "Saving the model (converting it to LiteRT is the long part)",
     phases.TRUST: "Fitting when to trust an answer (feature bank of the training photos, thresholds)",
 }
 
 
 def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "estimating…"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+    return "estimating…" if seconds is None else duration_text(seconds)
 
 
 def backbone_label(name: str, image_size: int) -> str:
@@ -104,7 +114,8 @@ def show_report(report: DatasetReport) -> None:
             icon=":material/content_copy:",
         )
     if report.skipped:
-        with st.expander(f"Skipped: {len(report.skipped)} files or folders, each with the reason"):
+        skipped = counted(len(report.skipped), "file or folder", "files or folders")
+        with st.expander(f"Skipped: {skipped}, each with the reason"):
             st.dataframe([s.to_dict() for s in report.skipped], hide_index=True)
     if report.unvalidated:
         st.warning(
@@ -124,8 +135,16 @@ def progress_text(status: JobStatus) -> str:
     if status.epochs:
         text += f" · epoch {status.epoch}/{status.epochs}"
     if status.batches:
-        text += f" · batch {status.batch}/{status.batches}"
+        text += f" · {status.batch}/{status.batches} {status.unit or 'batches'}"
     return text
+
+
+def time_left(status: JobStatus) -> str:
+    """The estimate of the current step, "estimating…" while a counted step has not yet shown its pace,
+    "—" for a step that counts nothing."""
+    if status.eta is not None:
+        return duration(status.eta)
+    return duration(None) if status.phase in phases.FIT_PHASES or status.batches else "—"
 
 
 @st.fragment(run_every=WATCH_SECONDS)
@@ -150,10 +169,7 @@ def live_progress(job: Job) -> None:
     st.progress(min(max(status.fraction, 0.0), 1.0), text=progress_text(status))
     elapsed, eta, accuracy = st.columns(3)
     elapsed.metric("Elapsed", duration(status.waited()))
-    eta.metric(
-        "Time left in this step (estimate)",
-        duration(status.eta) if status.phase in phases.FIT_PHASES else "—",
-    )
+    eta.metric("Time left in this step (estimate)", time_left(status))
     last_val = status.history[-1].get("val_accuracy") if status.history else None
     accuracy.metric("Validation accuracy (last epoch)", f"{last_val:.1%}" if last_val is not None else "—")
     if status.history:
@@ -304,10 +320,11 @@ def weights_choice(backbone: str, image_size: int) -> str | None:
     if download:
         st.caption("Keras downloads the weights into its cache; the run fails if there is no internet.")
         return "imagenet"
-    st.caption(
-        f"No ImageNet weights for this backbone at {image_size} px on this server: the backbone is "
-        "untrained, so the whole network is trained from scratch on your photos (the head-only choice "
-        "does not apply); expect much lower accuracy than a pretrained backbone."
+    missing = missing_weights_text(backbone, image_size, for_page=True)
+    st.warning(
+        f"{missing[:1].upper()}{missing[1:]} Without them this backbone starts untrained and the whole "
+        "network trains from scratch (the head-only choice does not apply).",
+        icon=":material/cloud_off:",
     )
     return None
 
@@ -338,6 +355,13 @@ backbone = backbone_col.selectbox(
     key="ft_backbone",
 )
 weights = weights_choice(backbone, image_size)
+
+if not paths.default_dataset_dir.is_dir():
+    offer_dataset_download(
+        "The default dataset is not on this server: download it to train on it, or upload a zip of "
+        "your own photos below.",
+        "fine_tune_download",
+    )
 
 with st.form("fine_tune_form", border=True):
     st.markdown("**Training**")
@@ -387,10 +411,13 @@ with st.form("fine_tune_form", border=True):
     if dataset_dir.is_dir():
         st.caption(f"Without an upload, the default dataset is used: `{dataset_dir}`.")
     else:
-        st.caption(
-            f"The default dataset is not on this server (`{dataset_dir}`): upload a zip, "
-            "or download it with `clothclf data download`."
-        )
+        st.caption("Without an upload there is nothing to train on: download the default dataset above.")
+    run_name = st.text_input(
+        "Run name (optional)",
+        key="ft_run_name",
+        placeholder=f"{new_run_name(backbone)} (its start time and backbone)",
+        help="The run's folder name on this server: letters, digits, '-', '_' and '.'.",
+    )
     memory_limit = memory_limit_mb()
     start_anyway = memory_limit is not None and st.checkbox(
         "Start even if it may not fit in memory",
@@ -415,6 +442,8 @@ if busy:
 
 if submitted or checked:
     try:
+        if run_name.strip():
+            checked_run_name(run_name.strip())
         with st.spinner("Reading the dataset (every photo once; an upload is extracted once)…"):
             dataset_dir = training_data_dir(upload, paths, in_use=active_data_dir(paths))
         config = TrainConfig(
@@ -437,7 +466,7 @@ if submitted or checked:
         if too_big and not start_anyway:
             st.warning(too_big, icon=":material/memory:")
         elif submitted:
-            job = start_job(config, paths)
+            job = start_job(config, paths, name=run_name.strip() or None)
             st.session_state[JOB_KEY] = job.id
             st.rerun()
     except ValueError as exc:  # ClothclfError (refused dataset, run in progress, …) and bad config values

@@ -7,50 +7,18 @@ import streamlit as st
 
 from clothclf.app.models_list import dataset_root_for, recorded_dataset_root
 from clothclf.app.tables import display_name, select_predictions
-from clothclf.config import MB
 from clothclf.evaluation.metrics import most_confused
 from pages._shared import (
     PHOTOS_GONE,
     evaluated_run_picker,
+    offer_dataset_download,
     paginate,
     photo_grid,
     require_app_navigation,
-    show_error,
 )
 
 PER_PAGE = 12
 ANY = "Any"
-
-
-def offer_download() -> None:
-    """Say the photos are missing and download the dataset on request, with a progress bar."""
-    st.info(
-        "The dataset is not on this computer, so the photos cannot be shown. "
-        "Download it (about 100 MB) to see them.",
-        icon=":material/cloud_download:",
-    )
-    if not st.button("Download the dataset", icon=":material/download:"):
-        return
-    from clothclf.data.download import download_dataset
-
-    bar = st.progress(0.0, text="Connecting…")
-    shown = {"percent": -1}
-
-    def progress(done: int, total: int | None) -> None:
-        percent = int(100 * done / total) if total else 0
-        if percent != shown["percent"] or not total:
-            shown["percent"] = percent
-            size = f" of {total / MB:.0f} MB" if total else ""
-            bar.progress(percent / 100, text=f"Downloading… {done / MB:.0f} MB{size}")
-
-    try:
-        with st.spinner("Downloading and checking the dataset…"):
-            download_dataset(progress=progress)
-    except ValueError as exc:
-        bar.empty()
-        show_error(exc)
-    else:
-        st.rerun()
 
 
 require_app_navigation()
@@ -97,7 +65,9 @@ with cards:
     if root is None and recorded_dataset_root(run):
         st.info(PHOTOS_GONE, icon=":material/info:")
     elif root is None:
-        offer_download()
+        offer_dataset_download(
+            "The dataset is not on this server, so the photos cannot be shown.", "mistakes_download"
+        )
     explain = st.toggle("Show where the model looked", key="mistakes_heatmap", disabled=root is None)
     if not mistakes:
         st.caption("No mistakes match these filters.")

@@ -79,7 +79,8 @@ with training:
     if history:
         st.plotly_chart(plots.training_curves(history), config=CHART_CONFIG)
         st.plotly_chart(plots.learning_rate_curve(history), config=CHART_CONFIG)
-        st.caption("The dashed line marks where the backbone was unfrozen for fine-tuning.")
+        if len({row.get("phase") for row in history}) > 1:  # a head-only run draws no such line
+            st.caption("The dashed line marks where the backbone was unfrozen for fine-tuning.")
     else:
         st.info("This run saved no training history.", icon=":material/info:")
 

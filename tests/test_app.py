@@ -18,6 +18,7 @@ from helpers import PROJECT_ROOT
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from clothclf.config import Limits
 from clothclf.data.datasets import create_dataset
 from clothclf.evaluation.evaluate import evaluate_classifier
 from clothclf.runs import read_csv, read_json, write_csv, write_json
@@ -106,7 +107,8 @@ def test_classify_says_not_one_of_the_classes_or_please_check(app, evaluated_mod
     app.session_state["model_dir"] = with_trust(evaluated_model, tmp_path / "unknown", unknown_threshold=-1e9)
     app.file_uploader[0].set_value(("x.png", png((90, 90, 90)), "image/png")).run()
     assert_no_exception(app)
-    assert [h.value for h in app.header] == ["Not one of the 3 classes"] and not app.metric
+    assert [h.value for h in app.header] == ["Unknown"] and not app.metric
+    assert any("Not one of the 3 classes" in m.value for m in app.markdown)
     app.session_state["model_dir"] = with_trust(
         evaluated_model, tmp_path / "review", unknown_threshold=1e9, review_confidence=1.01
     )
@@ -259,7 +261,7 @@ def test_mistakes_without_the_dataset_offers_the_download(app, evaluated_model, 
     monkeypatch.setattr("clothclf.data.download.download_dataset", fake_download)
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     at.switch_page("pages/mistakes.py").run()
-    assert "not on this computer" in at.info[0].value
+    assert "not on this server" in at.info[0].value
     assert not at.get("image")
     assert not [c for c in at.caption if "Photo not found" in c.value]  # said once, not under every card
     at.button[0].click().run()
@@ -306,6 +308,83 @@ def test_a_failed_dataset_download_says_why_and_leaves_no_progress_bar(
     assert not at.get("progress")
 
 
+def without_dataset_root(model: Path, dest: Path) -> tuple[Path, Path]:
+    """A copy of ``model`` that, like a run on the default dataset, records no dataset folder; and the
+    folder of the photos it was trained on."""
+    moved = shutil.copytree(model, dest)
+    config = read_json(moved / "config.json")
+    write_json(moved / "config.json", {**config, "dataset": {**config["dataset"], "root": None}})
+    return moved, Path(config["dataset"]["root"])
+
+
+def fake_download(dataset: Path, calls: list):
+    """A stand-in for :func:`download_dataset` that copies ``dataset`` into the data folder."""
+
+    def download(dest=None, *, progress=None, **kwargs):
+        calls.append(dest)
+        progress(0, 100)
+        progress(100, 100)
+        return Path(
+            shutil.copytree(dataset, Path(os.environ["CLOTHCLF_DATA_DIR"]) / "clothing-dataset-small")
+        )
+
+    return download
+
+
+def test_classify_without_the_dataset_offers_the_download_then_the_examples(
+    app, evaluated_model, tmp_path, monkeypatch
+):
+    moved, dataset = without_dataset_root(evaluated_model, tmp_path / "moved")
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(moved))
+    calls = []
+    monkeypatch.setattr("clothclf.data.download.download_dataset", fake_download(dataset, calls))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert "Example photos come from the dataset" in at.info[0].value
+    assert not at.get("image")
+    at.button(key="classify_download").click().run()
+    assert_no_exception(at)
+    assert calls == [None] and not at.info
+    assert at.get("image") and [b for b in at.button if b.label == "Try this"], "examples without a restart"
+
+
+def test_fine_tune_without_the_dataset_offers_the_download(app, evaluated_model, tmp_path, monkeypatch):
+    _, dataset = without_dataset_root(evaluated_model, tmp_path / "moved")
+    calls = []
+    monkeypatch.setattr("clothclf.data.download.download_dataset", fake_download(dataset, calls))
+    app.switch_page("pages/fine_tune.py").run()
+    assert any("The default dataset is not on this server" in i.value for i in app.info)
+    app.button(key="fine_tune_download").click().run()
+    assert_no_exception(app)
+    assert calls == [None]
+    assert not any("not on this server" in i.value for i in app.info)
+    assert any("the default dataset is used" in c.value for c in app.caption)
+
+
+def test_many_photos_over_the_batch_limit_get_one_message(app):
+    limit = Limits().max_files_per_batch
+    files = [(f"p{i}.png", png((i, 0, 0), (16, 16)), "image/png") for i in range(limit + 7)]
+    app.file_uploader[0].set_value(files).run()
+    assert_no_exception(app)
+    [error] = app.error
+    named = ", ".join(f"p{i}.png" for i in range(limit, limit + 5))
+    assert f"**7 photos** ({named} and 2 more)" in error.value
+    assert f"at most {limit} files per batch" in error.value
+    assert app.subheader[0].value == f"{limit} photos classified"
+
+
+def test_a_mistake_called_unknown_reads_as_unknown(app, evaluated_model, tmp_path, monkeypatch):
+    copy = Path(shutil.copytree(evaluated_model, tmp_path / "unknowns"))
+    rows = read_csv(copy / "predictions_validation.csv")
+    write_csv(copy / "predictions_validation.csv", [{**row, "status": "unknown"} for row in rows])
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(copy))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/mistakes.py").run()
+    assert_no_exception(at)
+    cards = [m.value for m in at.markdown if "closest:" in m.value]
+    assert cards and all(card.startswith("**Unknown** · closest: ") for card in cards)
+    assert not [m.value for m in at.markdown if "not one of the classes" in m.value]
+
+
 def test_switching_the_report_split_drops_a_cell_that_is_empty_there(
     app, evaluated_model, tmp_path, monkeypatch
 ):
@@ -344,7 +423,8 @@ def test_models_of_different_classes_are_not_compared_class_by_class(app):
     assert len(app.get("plotly_chart")) == 1  # the learning curves only
     assert "different classes" in app.info[0].value
     table = app.dataframe[0]
-    assert list(table.value["classes"]) == [3, 3]
+    assert list(table.value["classes"]) == ["3: blue, green, red", "3: a, b, c"]
+    assert list(table.value["dataset"])[1] == "ds"  # the folder of the photos it trained on
     assert table.proto.placeholder == "–"  # what a missing value (a split never evaluated) shows
 
 
@@ -366,3 +446,9 @@ def test_classify_page_does_not_import_tensorflow(evaluated_model):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_head_only_report_mentions_no_dashed_line(app):
+    app.switch_page("pages/report.py").run()
+    assert_no_exception(app)
+    assert not [c.value for c in app.caption if "dashed line" in c.value]

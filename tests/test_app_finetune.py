@@ -102,7 +102,7 @@ def test_a_zip_without_class_folders_is_a_clear_error(current_model):
 def test_a_missing_default_dataset_is_a_clear_error(tmp_path, current_model, monkeypatch):
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "nowhere"))
     at = fine_tune_page()
-    assert "not on this server" in texts(at.caption)
+    assert "not on this server" in texts(at.info) and at.button(key="fine_tune_download")
     at.button(key="ft_start").click().run()
     assert not at.exception
     assert "default dataset is not on this server" in texts(at.error)

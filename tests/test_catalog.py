@@ -88,7 +88,7 @@ def test_models_table_reports_saved_metrics_only(tiny_run):
     tested = read_json(tiny_run / "metrics_test.json")  # training evaluates the test part too
     assert row["test accuracy"] == pytest.approx(100 * tested["accuracy"])
     assert row["backbone"] == "mobilenet_v2" and row["image size"] == 32
-    assert row["classes"] == 3
+    assert row["classes"] == "3: blue, green, red" and row["dataset"] == "ds"
     created = read_json(tiny_run / "run.json")["created"]
     assert row["created"] == datetime.datetime.fromisoformat(created)  # the whole date and time
 

@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import io
+import os
+import subprocess
+import sys
+import threading
 import urllib.error
+from pathlib import Path
 
 import pytest
 from helpers import tiny_config
 
 from clothclf.app.download import download_progress
+from clothclf.app.jobs import Job, JobStatus
+from clothclf.app.models_list import describe_model, models_table
+from clothclf.app.worker import _Reporter
 from clothclf.cli import main
 from clothclf.config import MB
-from clothclf.console import counted
+from clothclf.console import counted, duration_text
+from clothclf.data.datasets import create_dataset
+from clothclf.data.features import compute_features
+from clothclf.errors import RunError
+from clothclf.runs import checked_run_name, read_json
+from clothclf.training.callbacks import ProgressEvent, StepPrinter, step_text
 from clothclf.training.missing_weights import missing_weights_text, weights_failure
+from clothclf.training.phases import FEATURES, HEAD, SAVING
 
 
 def test_train_without_cached_weights_offline_says_one_sentence(
@@ -67,3 +83,76 @@ def test_a_missing_photo_is_named_once(tiny_run, capsys):
     err = capsys.readouterr().err
     assert "nope.jpg: error: no such file" in err and err.count("nope.jpg") == 1
     assert "1 photo in" in err
+
+
+@pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", "", "x" * 65, "naïve", "a b"])
+def test_a_run_name_must_be_a_safe_folder_name(name, capsys):
+    with pytest.raises(RunError, match="cannot name a run"):
+        checked_run_name(name)
+    assert main(["train", "--name", name, "--epochs", "1"]) == 1
+    assert "cannot name a run" in capsys.readouterr().err
+
+
+def test_a_named_run_is_refused_when_the_name_is_taken(tmp_path, capsys):
+    assert checked_run_name("shoes-v2.1") == "shoes-v2.1"
+    (Path(os.environ["CLOTHCLF_RUNS_DIR"]) / "mine").mkdir(parents=True)
+    assert main(["train", "--name", "mine"]) == 1
+    assert "a run named 'mine' is already in" in capsys.readouterr().err
+
+
+def test_clothclf_runs_and_the_models_page_agree_on_the_duration(tiny_run, capsys, monkeypatch):
+    monkeypatch.setenv("CLOTHCLF_RUNS_DIR", str(tiny_run.parent))
+    assert main(["runs"]) == 0
+    [row] = models_table([describe_model(tiny_run)])
+    seconds = read_json(tiny_run / "run.json")["seconds"]
+    assert row["training time"] == duration_text(seconds)
+    assert capsys.readouterr().out.rstrip().endswith(duration_text(seconds))
+    assert (duration_text(125.2), duration_text(45), duration_text(None)) == ("2 min 05 s", "45 s", "—")
+
+
+def test_feature_extraction_counts_the_photos(tiny_run, synthetic_dataset):
+    dataset = create_dataset(synthetic_dataset)
+    calls = []
+    compute_features(tiny_run / "features.tflite", dataset, "train", progress=lambda *a: calls.append(a))
+    assert calls and calls[-1] == (len(dataset.train), len(dataset.train))
+    assert [done for done, _ in calls] == sorted(done for done, _ in calls)
+
+
+def test_the_job_status_counts_a_step_and_estimates_it_from_its_first_event(tmp_path, monkeypatch):
+    monkeypatch.setattr("clothclf.app.worker.STATUS_INTERVAL", 0.0)  # write every event
+    job = Job(tmp_path)
+    reporter = _Reporter(job, threading.Event(), "2026-12-07T12:00:00+00:00")
+    event = ProgressEvent(FEATURES, 0, 0, 0, 1000, 0.0, 10.0, unit="training photos")
+    reporter(event)
+    assert reporter.last.eta is None and reporter.last.unit == "training photos"
+    reporter(dataclasses.replace(event, batch=250, elapsed=15.0))  # 250 photos in 5 s: 750 in 15 s
+    status = JobStatus.from_dict(read_json(tmp_path / "status.json"))
+    assert (status.batch, status.batches, status.eta) == (250, 1000, pytest.approx(15.0))
+    fit = ProgressEvent(HEAD, 1, 10, 0, 20, 0.0, 20.0)  # the fit phase's own clock starts at its batch 0
+    reporter(fit)
+    reporter(dataclasses.replace(fit, batch=20, fraction=0.1, elapsed=22.0))
+    assert reporter.last.eta == pytest.approx(18.0)
+
+
+def test_the_terminal_shows_steps_with_a_count_and_an_estimate():
+    stream = io.StringIO()
+    printer = StepPrinter(stream, frozenset({HEAD}), interval=0.0)
+    for done in (0, 500, 1000):
+        printer(ProgressEvent(FEATURES, 0, 0, done, 1000, 0.0, 0.0, unit="training photos"))
+    printer(ProgressEvent(HEAD, 1, 5, 1, 10, 0.0, 0.0))
+    lines = stream.getvalue().splitlines()
+    assert lines == ["features: 0/1000 training photos", "features: 1000/1000 training photos"]
+    text = step_text(ProgressEvent(SAVING, 0, 0, 1, 3, 0.0, 0.0, unit="model files"), 4.0)
+    assert text == "saving: 1/3 model files, about 8 s left"
+
+
+def test_the_library_keeps_litert_s_delegate_note_off_stderr(tiny_run, synthetic_dataset):
+    photo = next((synthetic_dataset / "test").rglob("*.png"))
+    code = (
+        "import sys\nfrom clothclf.serving.classifier import load_classifier\n"
+        f"print(load_classifier({str(tiny_run)!r}, backend='litert').predict({str(photo)!r}).label)\n"
+        "print('other messages still show', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "XNNPACK" not in done.stderr and "other messages still show" in done.stderr

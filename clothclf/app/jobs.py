@@ -54,7 +54,7 @@ from clothclf.config import Limits, Paths, TrainConfig
 from clothclf.data.report import DatasetReport
 from clothclf.errors import ClothclfError, RunError
 from clothclf.modeling.backbones import get_backbone_spec
-from clothclf.runs import PARTIAL_PREFIX, new_run_name, read_json, write_json, write_text
+from clothclf.runs import PARTIAL_PREFIX, checked_run_name, new_run_name, read_json, write_json, write_text
 
 JOBS_DIR = ".jobs"
 #: Seconds a child may run past its deadline (to reach its next batch and stop) before it is killed.
@@ -70,9 +70,10 @@ class JobStatus:
     """A snapshot of a job: what the child last wrote, or ``failed`` if its process died first.
 
     ``state`` is starting, running, cancelling, finished, failed or cancelled. ``phase`` is the
-    training step (features, head, fine_tune, train, evaluating, trust); ``epoch`` and
-    ``batch`` count within that phase; ``fraction`` is the share of all planned epochs done;
-    ``eta`` (seconds) extrapolates the current phase's pace and is None when unknown.
+    training step (features, head, fine_tune, train, evaluating, saving, trust); ``epoch`` and
+    ``batch`` count within that phase (``batch`` of ``batches`` counts ``unit``: batches, or the photos
+    or files of a step); ``fraction`` is the share of all planned epochs done; ``eta`` (seconds)
+    extrapolates the current step's pace and is None when unknown.
     """
 
     job_id: str
@@ -82,6 +83,7 @@ class JobStatus:
     epochs: int = 0
     batch: int = 0
     batches: int = 0
+    unit: str = ""
     fraction: float = 0.0
     elapsed: float = 0.0
     eta: float | None = None
@@ -321,9 +323,12 @@ def active_data_dir(paths: Paths) -> Path | None:
     return Path(job.request()["config"]["data_dir"])
 
 
-def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -> Job:
+def start_job(
+    config: TrainConfig, paths: Paths, limits: Limits | None = None, *, name: str | None = None
+) -> Job:
     """Check ``config`` and its dataset, then train it in a child process; return the job at once.
-    The job stops after ``limits.max_training_minutes``.
+    The job stops after ``limits.max_training_minutes``. The run is called ``name`` (a safe folder
+    name, not yet taken), or by its start time and backbone.
 
     Raises :class:`ClothclfError` if a job is already active under ``paths.runs_dir``,
     ``ValueError`` (or :class:`~clothclf.errors.DatasetError`) for a bad config or dataset, and
@@ -331,6 +336,8 @@ def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -
     """
     config.validate()
     get_backbone_spec(config.backbone)
+    if name is not None:
+        checked_run_name(name)
     report = check_training_data(config, paths)
     report.raise_if_refused()
     jobs_dir = paths.runs_dir / JOBS_DIR
@@ -347,14 +354,19 @@ def start_job(config: TrainConfig, paths: Paths, limits: Limits | None = None) -
                     )
                 _remove_partial_run(previous)
             _prune_jobs(jobs_dir, KEEP_JOBS - 1)
-            job = _launch(config, paths, jobs_dir, (limits or Limits()).max_training_minutes, report)
+            minutes = (limits or Limits()).max_training_minutes
+            job = _launch(
+                config, paths, jobs_dir, minutes, report, _new_run_dir(paths.runs_dir, config.backbone, name)
+            )
             write_text(jobs_dir / "current", job.id)
     except OSError as exc:
         raise RunError(f"could not start a training job in {jobs_dir}: {exc}") from exc
     return job
 
 
-def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float, report: DatasetReport) -> Job:
+def _launch(
+    config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float, report: DatasetReport, run_dir: Path
+) -> Job:
     job_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
     job = Job(jobs_dir / job_id)
     job.folder.mkdir()
@@ -363,7 +375,7 @@ def _launch(config: TrainConfig, paths: Paths, jobs_dir: Path, minutes: float, r
     request = {
         "config": config.to_dict(),
         "paths": {f.name: str(getattr(paths, f.name)) for f in dataclasses.fields(paths)},
-        "run_dir": str(_new_run_dir(paths.runs_dir, config.backbone)),
+        "run_dir": str(run_dir),
         "started": started,
         "deadline": time.time() + 60 * minutes,
         "time_limit_minutes": minutes,
@@ -408,8 +420,13 @@ def _reap(process: subprocess.Popen, folder: Path, cleanup: Callable[[], None]) 
     cleanup()
 
 
-def _new_run_dir(runs_dir: Path, backbone: str) -> Path:
-    """A run folder that does not exist yet (complete or partial)."""
+def _new_run_dir(runs_dir: Path, backbone: str, name: str | None = None) -> Path:
+    """A run folder that does not exist yet (complete or partial): ``name``, refused if it is taken,
+    or the start time and backbone (with a suffix if need be)."""
+    if name is not None:
+        if (runs_dir / name).exists() or (runs_dir / f"{PARTIAL_PREFIX}{name}").exists():
+            raise ClothclfError(f"a run named {name!r} is already on this server; choose another name")
+        return runs_dir / name
     name = new_run_name(backbone)
     candidate, suffix = runs_dir / name, 2
     while candidate.exists() or (runs_dir / f"{PARTIAL_PREFIX}{candidate.name}").exists():

@@ -16,6 +16,7 @@ from typing import Any
 
 from clothclf.app.training_data import UPLOADS_DIR
 from clothclf.config import Paths
+from clothclf.console import duration_text
 from clothclf.data.datasets import IMAGE_EXTENSIONS
 from clothclf.errors import DatasetError, RunError
 from clothclf.runs import (
@@ -203,7 +204,7 @@ def models_table(entries: Sequence[ModelEntry]) -> list[dict[str, Any]]:
                 "val macro-F1": _score(val, "macro_f1"),
                 "test accuracy": _percent(test, "accuracy"),
                 "test macro-F1": _score(test, "macro_f1"),
-                "minutes": round(entry.summary["seconds"] / 60, 1) if "seconds" in entry.summary else None,
+                "training time": duration_text(entry.summary.get("seconds")),
                 "created": _created(entry.summary),
                 "path": str(entry.path),
             }

@@ -66,6 +66,15 @@ def status_counts(results: Sequence[UploadResult]) -> dict[str, int]:
     return {name: statuses.count(name) for name in STATUSES}
 
 
+def grouped_errors(results: Sequence[UploadResult]) -> list[tuple[str, list[str]]]:
+    """The failed files grouped by their error, in upload order: ``[(error, [names])]``."""
+    groups: dict[str, list[str]] = {}
+    for result in results:
+        if result.error is not None:
+            groups.setdefault(result.error, []).append(result.name)
+    return list(groups.items())
+
+
 def result_rows(results: Sequence[UploadResult]) -> list[dict]:
     """One row per file, as ``clothclf predict`` writes it (:func:`~clothclf.serving.batch.prediction_row`):
     file, label (a class or ``unknown``), closest class, confidence, status, ood_score, top_k, error."""

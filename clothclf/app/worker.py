@@ -41,7 +41,7 @@ class _Reporter:
         self.timed_out = False
         self.last: JobStatus = JobStatus(job.id, "running", started=started)
         self._written_at = 0.0
-        self._phase_start: tuple[str, float, float] | None = None  # (phase, elapsed, fraction)
+        self._step_start: tuple[tuple, float, float] | None = None  # (step, elapsed, progress)
 
     def __call__(self, event: ProgressEvent) -> None:
         if self.deadline is not None and time.time() > self.deadline:
@@ -60,6 +60,7 @@ class _Reporter:
             epochs=event.epochs,
             batch=event.batch,
             batches=event.batches,
+            unit=event.unit,
             fraction=event.fraction,
             elapsed=event.elapsed,
             eta=eta,
@@ -68,15 +69,19 @@ class _Reporter:
         )
 
     def _eta(self, event: ProgressEvent) -> float | None:
-        """Seconds left at the pace of the current phase (its first event starts the clock)."""
-        if event.phase not in FIT_PHASES:
+        """Seconds left in the current step at its pace so far (its first event starts the clock): a fit
+        phase by the share of its epochs done, a counted step (photos, files) by its count."""
+        fit = event.phase in FIT_PHASES
+        if not fit and not event.batches:
             return None
-        if self._phase_start is None or self._phase_start[0] != event.phase:
-            self._phase_start = (event.phase, event.elapsed, event.fraction)
-        _, elapsed0, fraction0 = self._phase_start
-        if event.fraction <= fraction0:
+        step = (event.phase,) if fit else (event.phase, event.unit, event.batches)
+        done, total = (event.fraction, 1.0) if fit else (event.batch, event.batches)
+        if self._step_start is None or self._step_start[0] != step:
+            self._step_start = (step, event.elapsed, done)
+        _, elapsed0, done0 = self._step_start
+        if done <= done0:
             return None
-        return (event.elapsed - elapsed0) / (event.fraction - fraction0) * (1.0 - event.fraction)
+        return (event.elapsed - elapsed0) / (done - done0) * (total - done)
 
     def update(self, **changes: Any) -> JobStatus:
         self.last = dataclasses.replace(self.last, **changes)

@@ -327,10 +327,11 @@ def map_split(
     fn: Callable[[np.ndarray], np.ndarray],
     chunk_size: int = CHUNK_SIZE,
     workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> SplitOutputs:
     """``fn`` over a split's ``uint8`` images, decoded and run a chunk at a time, so memory holds the
     outputs (in one array, filled as the chunks come) and two chunks, never the split's pixels; one
-    warning for the unreadable files."""
+    warning for the unreadable files. ``progress(done, total)`` is called after each chunk (photos)."""
     outputs: np.ndarray | None = None
     labels, files, skipped = [], [], []
     for chunk in decode_chunks(split, image_size, chunk_size, workers):
@@ -342,6 +343,8 @@ def map_split(
         labels.append(chunk.labels)
         files += chunk.files
         skipped += chunk.skipped
+        if progress is not None:
+            progress(len(files) + len(skipped), len(split))
     warn_skipped(skipped)
     return SplitOutputs(
         outputs[: len(files)] if outputs is not None else np.zeros((0,), np.float32),

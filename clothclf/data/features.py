@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,9 @@ from clothclf.serving.export import export_tflite
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
 
 log = logging.getLogger(__name__)
+
+#: ``progress(done, total)``: photos done of a split's total.
+PhotoProgress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -61,26 +65,42 @@ def extractor_tflite(extractor: keras.Model, backbone: str, cache_dir: Path) -> 
     return path
 
 
-def compute_features(model_file: Path, dataset: Dataset, split: str) -> Features:
+def compute_features(
+    model_file: Path, dataset: Dataset, split: str, progress: PhotoProgress | None = None
+) -> Features:
     """Run the LiteRT feature extractor over a split, decoded a chunk at a time (unreadable files
-    skipped with one warning): memory holds the features (5 KB an image), never the split's pixels."""
-    computed, width = _run_extractor(model_file, dataset.split(split))
+    skipped with one warning): memory holds the features (5 KB an image), never the split's pixels.
+    ``progress(done, total)`` counts the photos as they are done."""
+    computed, width = _run_extractor(model_file, dataset.split(split), progress)
     release_freed_memory()  # the interpreter's packed weights and the decoders' buffers
     features = computed.outputs if computed.files else np.zeros((0, width), np.float32)
     files = tuple(str(p.relative_to(dataset.root)) for p in computed.files)
     return Features(features, computed.labels, files)
 
 
-def _run_extractor(model_file: Path, split: Split) -> tuple[SplitOutputs, int]:
+def _run_extractor(
+    model_file: Path, split: Split, progress: PhotoProgress | None
+) -> tuple[SplitOutputs, int]:
     runner = LiteRTRunner(model_file, num_threads=available_cpus(), pool_size=1)
-    computed = map_split(split, runner.input_size, lambda images: runner(images.astype(np.float32)))
+
+    def extract(images: np.ndarray) -> np.ndarray:
+        return runner(images.astype(np.float32))
+
+    computed = map_split(split, runner.input_size, extract, progress=progress)
     return computed, runner.num_outputs
 
 
 def cached_features(
-    model_file: Path, dataset: Dataset, split: str, *, cache_dir: Path, fingerprint: str
+    model_file: Path,
+    dataset: Dataset,
+    split: str,
+    *,
+    cache_dir: Path,
+    fingerprint: str,
+    progress: PhotoProgress | None = None,
 ) -> Features:
-    """Features of ``split`` from the cache, computing and storing them (atomically) on a miss."""
+    """Features of ``split`` from the cache, computing and storing them (atomically) on a miss
+    (``progress(done, total)`` counts the photos then)."""
     path = Path(cache_dir) / f"{model_file.stem}-{split}-{fingerprint}.npz"
     if path.is_file():
         try:
@@ -88,7 +108,7 @@ def cached_features(
                 return Features(data["features"], data["labels"], tuple(data["files"].tolist()))
         except (OSError, ValueError, KeyError):
             log.warning("feature cache file %s is damaged; recomputing", path)
-    result = compute_features(model_file, dataset, split)
+    result = compute_features(model_file, dataset, split, progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         np.savez(tmp, features=result.features, labels=result.labels, files=np.asarray(result.files))

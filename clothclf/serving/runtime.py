@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import queue
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -69,6 +71,36 @@ def _output_indices(interpreter, path: Path) -> dict[str, int]:
     return {"main": named[main], **named}
 
 
+#: What LiteRT's C++ code writes to the stderr file descriptor whenever an interpreter is created: noise
+#: on the stderr of every program that uses the library.
+XNNPACK_NOTE = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"
+#: File descriptor 2 is the process's own: one redirection at a time, from any thread.
+_STDERR_REDIRECTION = threading.Lock()
+
+
+@contextmanager
+def delegate_note_silenced() -> Iterator[None]:
+    """Run the block with file descriptor 2 captured, then write back what it wrote except LiteRT's
+    delegate note (so no other message is lost, only delayed by the block)."""
+    with _STDERR_REDIRECTION, tempfile.TemporaryFile() as captured:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError):  # no stderr to redirect
+            yield
+            return
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            rest = captured.read().replace(XNNPACK_NOTE, b"")
+            if rest:
+                os.write(2, rest)
+
+
 class _Interpreter:
     """One LiteRT interpreter with its input and output tensors looked up once."""
 
@@ -76,8 +108,9 @@ class _Interpreter:
         from ai_edge_litert.interpreter import Interpreter
 
         try:
-            self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with delegate_note_silenced():
+                self._interpreter = Interpreter(model_path=str(path), num_threads=num_threads)
+                self._interpreter.allocate_tensors()  # creates the XNNPACK delegate (and its note)
         except (ValueError, RuntimeError) as exc:
             raise RunError(f"{path}: LiteRT cannot load it ({exc})") from exc
         inputs = self._interpreter.get_input_details()

@@ -17,6 +17,7 @@ import platform
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +59,13 @@ from clothclf.serving.runtime import DenseHead, mirror_averaged
 from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
 from clothclf.training.distill import teacher_targets
 from clothclf.training.distributed import fit_distributed, is_chief, local_copy, make_strategy, weights_digest
-from clothclf.training.phases import EVALUATING, FEATURES, FINE_TUNE, HEAD, TEACHER, TRAIN, TRUST
+from clothclf.training.phases import EVALUATING, FEATURES, FINE_TUNE, HEAD, SAVING, TEACHER, TRAIN, TRUST
 from clothclf.training.trust import annotate_predictions, features_of, write_trust
 
 log = logging.getLogger(__name__)
+
+#: How progress names the photos of each split.
+SPLIT_PHOTOS = {"train": "training", "validation": "validation", "test": "test"}
 
 
 class TrainingCancelled(Exception):
@@ -122,19 +126,28 @@ class TrainingRun:
         """Whether a stop was requested (on a multi-worker run: on any worker)."""
         return self.stop.is_set()
 
-    def announce(self, phase: str) -> None:
-        """Report a phase without batches (features, evaluating, trust) to the progress hook."""
+    def announce(self, phase: str, done: int = 0, total: int = 0, unit: str = "") -> None:
+        """Report a step around the fit phases (features, evaluating, saving, trust) to the progress
+        hook, with ``done`` of ``total`` ``unit`` (photos, files) when it counts something."""
         if self.progress is not None:
-            done = len(self.history) / max(self.total_epochs, 1)
+            fraction = len(self.history) / max(self.total_epochs, 1)
             elapsed = time.monotonic() - self.started
-            self.progress(ProgressEvent(phase, 0, 0, 0, 0, done, elapsed, {}, tuple(self.history)))
+            event = ProgressEvent(phase, 0, 0, done, total, fraction, elapsed, {}, tuple(self.history), unit)
+            self.progress(event)
+
+    def counting(self, phase: str, unit: str) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback that announces ``phase`` counting ``unit``."""
+        return lambda done, total: self.announce(phase, done, total, unit)
 
     def cached_features(self, extractor_file: Path, split: str) -> Features:
         """The frozen extractor's features of ``split`` (:func:`~clothclf.data.features.cached_features`),
         read once and kept for the later steps: memory holds each split's features once (5 KB a photo)."""
         if split not in self.features:
             cache = {"cache_dir": self.paths.cache_dir, "fingerprint": self.fingerprint}
-            self.features[split] = cached_features(extractor_file, self.dataset, split, **cache)
+            progress = self.counting(FEATURES, f"{SPLIT_PHOTOS[split]} photos")
+            self.features[split] = cached_features(
+                extractor_file, self.dataset, split, **cache, progress=progress
+            )
         return self.features[split]
 
     def sample_weights(self) -> dict[int, float] | None:
@@ -477,9 +490,12 @@ def score(run: TrainingRun, model: keras.Model, split: str, extractor_file: Path
         found = run.cached_features(extractor_file, split)
         files = tuple(run.dataset.root / f for f in found.files)
         return Scores(files, found.labels, model.get_layer("head").predict(found.features, verbose=0))
-    tta = run.config.tta
+    tta, progress = run.config.tta, run.counting(EVALUATING, f"{SPLIT_PHOTOS[split]} photos")
     scored = map_split(
-        run.dataset.split(split), run.config.image_size, lambda x: predict_arrays(model, x, tta)
+        run.dataset.split(split),
+        run.config.image_size,
+        lambda x: predict_arrays(model, x, tta),
+        progress=progress,
     )
     return Scores(scored.files, scored.labels, scored.outputs)
 
@@ -507,7 +523,7 @@ def save(
     metrics, rows = _evaluation(run, validation, temperature)
     if test is not None and len(test.labels):
         write_evaluation(run.work, "test", *_evaluation(run, test, temperature))
-    _write_model_files(run.work, model, features_model)
+    _write_model_files(run.work, model, features_model, run.counting(SAVING, "model files"))
     seconds = round(time.monotonic() - run.started, 1)
     write_run(
         run.work,
@@ -522,14 +538,21 @@ def save(
     return metrics
 
 
-def _write_model_files(work: Path, model: keras.Model, features_model: Path | None) -> None:
-    """The Keras model, the LiteRT model (or a head-only run's extractor) and the NumPy head."""
+def _write_model_files(
+    work: Path, model: keras.Model, features_model: Path | None, progress: Callable[[int, int], None]
+) -> None:
+    """The Keras model, the LiteRT model (or a head-only run's extractor) and the NumPy head, counted
+    for ``progress(done, 3)`` (the LiteRT conversion is the long one)."""
+    progress(0, 3)
     save_model(model, work / KERAS_MODEL)
+    progress(1, 3)
     if features_model is None:
         export_trust_model(model, work / LITERT_MODEL)
     else:
         shutil.copyfile(features_model, work / FEATURES_MODEL)
+    progress(2, 3)
     export_head(model.get_layer("head"), work / HEAD_WEIGHTS)
+    progress(3, 3)
 
 
 def fit_trust_scores(

@@ -12,6 +12,7 @@ HEAD = "head"
 FINE_TUNE = "fine_tune"
 TRAIN = "train"
 EVALUATING = "evaluating"
+SAVING = "saving"
 TRUST = "trust"
 DONE = "done"
 #: Phases that fit a model epoch by epoch (so they have epochs, batches and a pace to estimate from).
