@@ -29,7 +29,7 @@ import struct
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -39,8 +39,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT / "scripts"))
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from measure_memory import hostile_images, normal_photo  # noqa: E402
-
+from clothclf.benchmarks.memory import hostile_images, normal_photo  # noqa: E402
+from clothclf.benchmarks.timing import rss_mb  # noqa: E402
 from clothclf.runs import atomic_path  # noqa: E402
 
 MB = 1024 * 1024
@@ -97,10 +97,13 @@ EXTRA_IMAGES: dict[str, Callable[[], bytes]] = {
 }
 
 
-def hostile_corpus(folder: Path) -> list[Path]:
-    """Write the corpus into ``folder`` (reused if already there); its paths, largest decodes first."""
-    paths = list(hostile_images(folder).values())
+def hostile_corpus(folder: Path, skip: Collection[str] = ()) -> list[Path]:
+    """Write the corpus into ``folder`` (reused if already there); its paths. Kinds of
+    ``hostile_images`` and names of :data:`EXTRA_IMAGES` in ``skip`` are left out."""
+    paths = list(hostile_images(folder, skip=skip).values())
     for name, make in EXTRA_IMAGES.items():
+        if name in skip:
+            continue
         path = folder / name
         if not path.is_file():
             with atomic_path(path) as tmp:
@@ -147,8 +150,6 @@ class Soak:
 
 
 def _reading(group: GroupMemory, pid: int, **extra) -> dict:
-    from load_test import rss_mb
-
     return {
         **extra,
         "usage_mb": round(group.usage_mb(), 1),
@@ -163,7 +164,7 @@ def _visit(browser, url: str, files: Sequence[Path]) -> str:
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     try:
         page = context.new_page()
-        page.goto(url)
+        page.goto(url, timeout=VISIT_TIMEOUT_MS)
         page.wait_for_selector("h1", timeout=VISIT_TIMEOUT_MS)
         if files:
             page.locator('input[type="file"]').first.set_input_files(files=[str(f) for f in files])
@@ -184,9 +185,11 @@ def soak(
     workdir: Path,
     report: Callable[[dict], None] = lambda row: None,
     idle_wait_s: float = 75.0,
+    session_ttl_s: int | None = None,
 ) -> Soak:
     """Run the soak described in the module docstring; ``report`` sees each reading as it is taken.
-    ``idle_wait_s``: how long the warm-up session is given to end (the app's session TTL and sweep)."""
+    ``idle_wait_s``: how long the warm-up session is given to end (the app's session TTL and sweep);
+    ``session_ttl_s``: ``server.disconnectedSessionTTL`` for this server (None: the app's config)."""
     from load_test import CHROMIUM, CHROMIUM_ARGS, server_env, streamlit_server
     from playwright.sync_api import sync_playwright
 
@@ -195,6 +198,8 @@ def soak(
     started = time.monotonic()
     result = Soak(limit_mb, len(corpus), round(sum(p.stat().st_size for p in corpus) / MB, 1))
     env = server_env(PROJECT_ROOT / "models" / "default", workdir / "app")
+    if session_ttl_s is not None:
+        env["STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL"] = str(session_ttl_s)
     warmup = [normal_photo(workdir), workdir / "photo-copy.png"]
     if not warmup[1].exists():
         os.link(warmup[0], warmup[1])
@@ -239,13 +244,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--visits", type=int, default=20)
     parser.add_argument("--limit-mb", type=int, default=1024)
     parser.add_argument("--after-s", type=float, default=180.0, help="seconds to wait after the last visit")
+    parser.add_argument("--session-ttl", type=int, help="server.disconnectedSessionTTL (default: the app's)")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "clothclf-soak")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON at the end")
     args = parser.parse_args(argv)
     corpus = hostile_corpus(args.dir / "corpus")
     print(f"corpus: {len(corpus)} files, {sum(p.stat().st_size for p in corpus) / MB:.1f} MB", flush=True)
     result = soak(
-        args.limit_mb, corpus, args.visits, args.after_s, args.dir, lambda row: print(row, flush=True)
+        args.limit_mb,
+        corpus,
+        args.visits,
+        args.after_s,
+        args.dir,
+        lambda row: print(row, flush=True),
+        session_ttl_s=args.session_ttl,
     )
     print(
         f"peak {result.peak_mb} MB of {result.limit_mb} MB, OOM kills {result.oom_kills}, "

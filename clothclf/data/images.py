@@ -90,8 +90,14 @@ def _read_bytes(
 
 
 def _at_start(source: object) -> bool:
-    """Whether ``source`` is an in-memory binary file (``io.BytesIO``, an upload) at its start."""
-    return isinstance(source, io.BytesIO) and source.tell() == 0 and source.getbuffer().nbytes > 0
+    """Whether ``source`` is an in-memory binary file (``io.BytesIO``, an upload) at its start. Its
+    size is found by seeking: ``getbuffer()`` would copy the bytes of a ``BytesIO`` made from bytes
+    (as Streamlit's uploaded files are), doubling every upload for as long as it is kept."""
+    if not isinstance(source, io.BytesIO) or source.tell() != 0:
+        return False
+    size = source.seek(0, io.SEEK_END)
+    source.seek(0)
+    return size > 0
 
 
 def _open(source: ImageInput, name: str) -> Image.Image:
