@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,8 @@ def test_export_int8_serves_the_same_answers(tiny_run, synthetic_dataset, tmp_pa
     auto = load_classifier(model)
     assert auto.backend == ("litert-int8" if record["served"] else "litert")
     assert auto.trust.scored  # the int8 model has the feature outputs trust needs
+    saved = json.loads((model / "metrics_validation.json").read_text())
+    assert saved.get("backend", "litert") == auto.backend  # the report shows what serving answers
 
     files = sorted(str(p) for p in (synthetic_dataset / "test").rglob("*.png"))
     int8 = load_classifier(model, backend="litert-int8")

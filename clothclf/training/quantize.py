@@ -3,9 +3,10 @@
 :func:`quantize_run` writes ``model_int8.tflite`` with the same three outputs as ``model.tflite``
 (probabilities, pooled features, last feature map), scores both on the validation split, and records
 the result as ``run.json["int8"]``. When the int8 model's validation accuracy is within
-:data:`MAX_INT8_DROP` of the float model's, it becomes the served model (``backend="auto"`` loads it)
-and the run's trust scores are refitted on its features, so the thresholds belong to what answers. The
-test split is never looked at.
+:data:`MAX_INT8_DROP` of the float model's, it becomes the served model (``backend="auto"`` loads it),
+the run's trust scores are refitted on its features, so the thresholds belong to what answers, and the
+saved evaluations (metrics and predictions of validation and test) are scored again by it, so the
+report and the mistakes pages show what serving answers. The choice looks at validation only.
 """
 
 from __future__ import annotations
@@ -15,8 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from clothclf.errors import RunError
+from clothclf.evaluation.evaluate import evaluate_classifier
 from clothclf.modeling.models import load_model, with_trust_outputs
-from clothclf.runs import INT8_MODEL, KERAS_MODEL, SUMMARY, read_json, record_model_digests, write_json
+from clothclf.runs import (
+    INT8_MODEL,
+    KERAS_MODEL,
+    SUMMARY,
+    read_json,
+    record_model_digests,
+    training_evaluation,
+    write_evaluation,
+    write_json,
+)
 from clothclf.serving.classifier import load_classifier
 from clothclf.serving.export import calibration_images, export_tflite_int8
 from clothclf.training.trust import run_dataset, split_outputs, upgrade_run
@@ -52,4 +63,21 @@ def quantize_run(model_dir: str | Path, data_dir: str | Path, overwrite: bool = 
     write_json(model_dir / SUMMARY, {**summary, "int8": record})
     if record["served"]:
         upgrade_run(model_dir, data_dir)  # trust fitted on the served model's features
+        rescore_saved_splits(model_dir, data_dir)
     return record
+
+
+def rescore_saved_splits(model_dir: Path, data_dir: str | Path) -> None:
+    """Score the splits training saved beside the model again with the served model (metrics and
+    predictions, trust included), and record the served validation accuracy and macro-F1 in ``run.json``."""
+    classifier = load_classifier(model_dir, pool_size=1)
+    dataset = run_dataset(model_dir, data_dir)
+    for split in ("validation", "test"):
+        if training_evaluation(model_dir, split).metrics.is_file() and len(dataset.split(split)):
+            metrics, rows = evaluate_classifier(classifier, dataset.split(split), dataset.root)
+            record = {**metrics, "temperature": classifier.temperature, "backend": classifier.backend}
+            write_evaluation(model_dir, split, record, rows)
+            if split == "validation":
+                summary = read_json(model_dir / SUMMARY)
+                served = {"val_accuracy": metrics["accuracy"], "val_macro_f1": metrics["macro_f1"]}
+                write_json(model_dir / SUMMARY, {**summary, **served})
