@@ -183,7 +183,7 @@ class TrainConfig:
 
     data_dir: str
     backbone: str = option(
-        "mobilenet_v2",
+        "efficientnet_lite2",
         "Backbone",
         "the network under the head (custom_cnn: a small CNN trained from scratch)",
         choices=tuple(BACKBONES),
@@ -197,7 +197,7 @@ class TrainConfig:
         or_file=True,
     )
     image_size: int = option(
-        224, "Image size (px)", "side of the square images the model sees", minimum=32, maximum=512, step=32
+        260, "Image size (px)", "side of the square images the model sees", minimum=32, maximum=512, step=32
     )
     batch_size: int = option(
         32, "Batch size", "images per training step", minimum=1, presets=(8, 16, 32, 64, 128)
@@ -208,9 +208,9 @@ class TrainConfig:
     )
     head_only: bool = option(False, "Head only", "train the head only, on cached backbone features (fast)")
     fine_tune_layers: int = option(
-        40, "K: layers to unfreeze", "top backbone layers to unfreeze when fine-tuning (0: none)", minimum=0
+        100, "K: layers to unfreeze", "top backbone layers to unfreeze when fine-tuning (0: none)", minimum=0
     )
-    fine_tune_epochs: int = option(10, "Fine-tuning epochs", "epochs of the fine-tuning phase", minimum=1)
+    fine_tune_epochs: int = option(5, "Fine-tuning epochs", "epochs of the fine-tuning phase", minimum=1)
     fine_tune_lr: float = option(
         1e-4,
         "Fine-tuning learning rate",
@@ -220,18 +220,18 @@ class TrainConfig:
         step=1e-5,
     )
     dropout: float = option(
-        0.2, "Dropout", "dropout before the head's dense layers", minimum=0, below=1, step=0.05
+        0.3, "Dropout", "dropout before the head's dense layers", minimum=0, below=1, step=0.05
     )
     hidden_units: int = option(0, "Hidden units", "a hidden dense layer in the head (0: none)", minimum=0)
     label_smoothing: float = option(
-        0.0,
+        0.1,
         "Label smoothing",
         "share of each target spread over the other classes",
         minimum=0,
         below=1,
         step=0.05,
     )
-    class_weights: bool = option(True, "Class weights", "weight rare classes up in the loss")
+    class_weights: bool = option(False, "Class weights", "weight rare classes up in the loss")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     quarter_turns: float = option(
         0.0,
@@ -273,9 +273,9 @@ class TrainConfig:
     tta: bool = option(
         False, "Test-time augmentation", "average each prediction with that of the mirrored image"
     )
-    patience: int = option(4, "Patience", "early-stopping patience in epochs", minimum=0)
+    patience: int = option(6, "Patience", "early-stopping patience in epochs", minimum=0)
     lr_schedule: str = option(
-        "plateau",
+        "cosine",
         "Learning-rate schedule",
         "lower the rate when validation loss stalls, or cosine decay",
         choices=("plateau", "cosine"),
@@ -320,6 +320,12 @@ class TrainConfig:
         minimum=0,
         maximum=1,
         step=0.05,
+        page=False,
+    )
+    overlay: str = option(
+        "",
+        "Overlay",
+        "an overlay file of decisions on the dataset's photos (keep, relabel, exclude) applied to its labels",
         page=False,
     )
     seed: int = option(42, "Seed", "random seed of the split, initialisation and augmentation", minimum=0)
@@ -377,6 +383,8 @@ class TrainConfig:
             raise ValueError("warmup_epochs needs lr_schedule 'cosine'")
         if self.weight_decay and self.optimizer != "adamw":
             raise ValueError("weight_decay needs optimizer 'adamw'")
+        if self.overlay and not Path(self.overlay).is_file():
+            raise ValueError(f"overlay {self.overlay}: no such file")
 
 
 def options() -> dict[str, Option]:

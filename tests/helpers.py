@@ -56,7 +56,9 @@ def tiny_config(dataset: Path, **changes):
     """A 32 px MobileNetV2 without ImageNet weights, head only: the cheapest real training run."""
     from clothclf.config import TrainConfig
 
-    values = dict(weights=None, image_size=32, batch_size=8, epochs=2, head_only=True, lr=1e-2)
+    values = dict(
+        backbone="mobilenet_v2", weights=None, image_size=32, batch_size=8, epochs=2, head_only=True, lr=1e-2
+    )
     return TrainConfig(data_dir=str(dataset), **{**values, **changes})
 
 

@@ -34,6 +34,7 @@ def model_copy(tiny_run, tmp_path) -> Path:
 def test_train_json(synthetic_dataset, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--data", str(synthetic_dataset), "--weights", "none", "--image-size", "32"]
+    args += ["--backbone", "mobilenet_v2"]
     args += ["--epochs", "1", "--head-only", "--batch-size", "8", "--out", str(out), "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

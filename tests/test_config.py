@@ -4,6 +4,8 @@ the CLI parser, TrainConfig.validate and the Fine-tune page read them from there
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,11 @@ def test_every_field_but_the_dataset_and_augmentation_is_an_option():
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     assert set(options()) == fields - {"data_dir", "augment"}
     assert all(spec.label and spec.help for spec in options().values())
-    assert default("image_size") == 224 and default("class_weights") is True
+    # The defaults are the shipped model's recipe (models/default/config.json).
+    shipped = json.loads((Path(__file__).resolve().parents[1] / "models/default/config.json").read_text())
+    for name in options():
+        if name not in {"seed", "epochs", "init_from", "teacher", "overlay"} and name in shipped["train"]:
+            assert default(name) == shipped["train"][name], name
 
 
 @pytest.mark.parametrize(

@@ -245,6 +245,7 @@ def test_clothclf_data_check_reads_or_refuses_each_zip(case, tmp_path, capsys):
 def run_cli_training(folder: Path, out: Path, capsys) -> dict:
     """``clothclf train`` in this process with the tiny settings of helpers.tiny_config."""
     args = ["train", "--data", str(folder), "--out", str(out), "--weights", "none", "--image-size", "32"]
+    args += ["--backbone", "mobilenet_v2"]
     args += ["--batch-size", "8", "--epochs", "2", "--lr", "1e-2", "--head-only", "--json"]
     status = cli(args)
     out_text, err = capsys.readouterr()
