@@ -21,6 +21,7 @@ navigation = st.navigation(
         st.Page("pages/mistakes.py", title="Mistakes", icon=":material/error:"),
         st.Page("pages/models.py", title="Models", icon=":material/view_list:"),
         st.Page("pages/fine_tune.py", title="Fine-tune", icon=":material/tune:"),
+        st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:"),
     ]
 )
 

@@ -93,6 +93,13 @@ def _add_data_command(commands: argparse._SubParsersAction, common: argparse.Arg
     check.add_argument("path", type=Path, help="dataset folder, or a zip of one")
     check.add_argument("--seed", type=int, default=42, help="seed of the split clothclf makes (default 42)")
     check.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    issues = data_commands.add_parser(
+        "issues", help="find a dataset's label issues, duplicates (leaks across splits first) and outliers"
+    )
+    issues.add_argument("--data", type=Path, help="dataset folder or zip (default: the default dataset)")
+    _add_model_arg(issues)
+    issues.add_argument("--json", action="store_true", help="print the issues as one JSON object")
+    issues.add_argument("--out", type=Path, help="also write the issues' JSON to FILE")
 
 
 def _add_train_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -126,6 +133,9 @@ def _add_evaluate_command(commands: argparse._SubParsersAction, common: argparse
     evaluate.add_argument("--no-save", action="store_true", help="print the metrics only; save nothing")
     evaluate.add_argument("--backend", choices=BACKENDS, default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as one JSON object")
+    evaluate.add_argument(
+        "--overlay", type=Path, help="also report the metrics on the labels this overlay file corrects"
+    )
 
 
 def _add_predict_command(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -293,6 +303,20 @@ def cmd_data_check(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+def cmd_data_issues(args: argparse.Namespace, paths: Paths) -> int:
+    from clothclf.data.archives import dataset_folder
+    from clothclf.data.datasets import create_dataset
+    from clothclf.evaluation.data_issues import dataset_issues, format_issues
+    from clothclf.runs import write_json
+
+    with dataset_folder(args.data or paths.default_dataset_dir) as folder:
+        issues, _ = dataset_issues(create_dataset(folder), args.model, paths)
+    if args.out:
+        write_json(args.out, issues.to_json())
+    print(json.dumps(issues.to_json()) if args.json else format_issues(issues))
+    return 0
+
+
 def checked_train_config(args: argparse.Namespace, paths: Paths) -> TrainConfig:
     """The run's config, checked (values, backbone name) before TensorFlow is imported."""
     from clothclf.modeling.backbones import get_backbone_spec
@@ -423,10 +447,17 @@ def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
             "temperature": classifier.temperature,
         }
     )
+    if args.overlay:
+        from clothclf.evaluation.data_issues import overlay_metrics
+
+        metrics["corrected"] = overlay_metrics(rows, args.overlay, root, classifier.class_names)
     if args.json:
         print(json.dumps(metrics))
     else:
         _print_metrics(metrics)
+        if metrics.get("corrected"):
+            print(f"on the labels {args.overlay} corrects ({metrics['corrected']['photos_changed']} changed):")
+            _print_metrics(metrics["corrected"])
     if not args.no_save:
         _save_evaluation(classifier.model_dir, saved_as, metrics, rows)
     return 0
@@ -651,6 +682,7 @@ EXTRA_OF_MODULE = {
     "keras": "train",
     "sklearn": "train",
     "scipy": "train",
+    "cleanlab": "train",
     "ray": "ray",
     "fastapi": "api",
     "uvicorn": "api",
@@ -674,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="clothclf: %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     if args.command == "data":
-        handler = cmd_data_check if args.data_command == "check" else cmd_data_download
+        handler = {"check": cmd_data_check, "issues": cmd_data_issues}.get(args.data_command, cmd_data_download)
     else:
         handler = COMMANDS[args.command]
     try:

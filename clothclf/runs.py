@@ -59,6 +59,8 @@ TRUST_FILE = "trust.npz"
 EVALUATIONS = "evaluations"
 EVALUATION_METRICS = "metrics.json"
 EVALUATION_PREDICTIONS = "predictions.csv"
+#: The app's overlays of dataset decisions (see :mod:`clothclf.data.overlay`): ``<runs_dir>/.overlays/<fingerprint>.json``.
+OVERLAYS_DIR = ".overlays"
 #: The split whose metrics and predictions every trained run holds (its temperature is fitted on it).
 TRAINING_SPLIT = "validation"
 #: Any one of these is a servable model: a whole model, or a head-only run's extractor and head.
@@ -369,6 +371,10 @@ RUN_FIELDS: dict[str, FieldRule] = {
     "best_val_accuracy": number(0, 1),
     "temperature": number(0.01, 100),
     "sha256": HASHES,
+    "overlay_digest": FieldRule(
+        lambda v: v is None or (isinstance(v, str) and re.fullmatch(r"[0-9a-f]{32}", v) is not None),
+        "null or the overlay's digest (32 hex digits)",
+    ),
 }
 
 

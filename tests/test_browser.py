@@ -41,8 +41,14 @@ from load_test import (  # noqa: E402  (shared with the load test)
 
 PAGES = {"": "Classify clothing photos", "report": "Model report", "mistakes": "Mistakes", "models": "Models"}
 #: Every page but the default one, by URL path, and its title; the navigation's entries in order.
-DEEP_LINKS = {"report": "Model report", "mistakes": "Mistakes", "models": "Models", "fine_tune": "Fine-tune"}
-NAVIGATION = ["Classify", "Model report", "Mistakes", "Models", "Fine-tune"]
+DEEP_LINKS = {
+    "report": "Model report",
+    "mistakes": "Mistakes",
+    "models": "Models",
+    "fine_tune": "Fine-tune",
+    "dataset": "Dataset",
+}
+NAVIGATION = ["Classify", "Model report", "Mistakes", "Models", "Fine-tune", "Dataset"]
 EXCEPTION = '[data-testid="stException"]'
 TIMEOUT_MS = 90_000
 

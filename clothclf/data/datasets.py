@@ -7,6 +7,7 @@ subfolders, or is a single folder of class subfolders, which :func:`create_datas
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -29,6 +30,7 @@ from clothclf.data.layout import (
     class_folders,
     read_layout,
 )
+from clothclf.data.overlay import Overlay, check_overlay, corrected_labels, read_overlay
 from clothclf.errors import ClothclfError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class Dataset:
     test: Split
     layout: str  # a key of LAYOUTS
     skipped: tuple[Skipped, ...] = ()
+    overlay_digest: str | None = None  # of the overlay applied to the labels (see apply_overlay)
 
     def split(self, name: str) -> Split:
         """The split called ``name`` (train, validation or test)."""
@@ -203,10 +206,15 @@ def _split_classes(layout: Layout, split: str, class_names: tuple[str, ...]) -> 
 
 
 def create_dataset(
-    root: str | Path, seed: int = 42, val_fraction: float = 0.1, test_fraction: float = 0.1
+    root: str | Path,
+    seed: int = 42,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    overlay: str | Path | None = None,
 ) -> Dataset:
     """Read a dataset folder (see :mod:`clothclf.data.layout`) into a :class:`Dataset`, refusing one that
-    cannot train. Splits clothclf makes are stratified and seeded, with validation photos in every class."""
+    cannot train. Splits clothclf makes are stratified and seeded, with validation photos in every class.
+    An ``overlay`` file's decisions are applied after the split (:func:`apply_overlay`)."""
     layout = read_layout(root)
     main_split = ALL if layout.kind == "folder" else "train"
     class_names = tuple(sorted(layout.classes[main_split]))
@@ -225,7 +233,26 @@ def create_dataset(
         )
         train, validation, made_test = stratified_split(everything, fractions, seed)
         test = made_test if kind == "folder" else test
-    return Dataset(layout.root, class_names, train, validation, test, kind, layout.skipped)
+    dataset = Dataset(layout.root, class_names, train, validation, test, kind, layout.skipped)
+    return apply_overlay(dataset, read_overlay(overlay), str(overlay)) if overlay else dataset
+
+
+def _corrected_split(split: Split, root: Path, overlay: Overlay, class_names: tuple[str, ...]) -> Split:
+    relative = tuple(p.relative_to(root).as_posix() for p in split.files)
+    pairs = corrected_labels(relative, split.labels, overlay, class_names)
+    kept = [(path, new) for path, (_, new) in zip(split.files, pairs) if new is not None]
+    return Split(tuple(p for p, _ in kept), tuple(label for _, label in kept))
+
+
+def apply_overlay(dataset: Dataset, overlay: Overlay, source: str = "the overlay") -> Dataset:
+    """``dataset`` with the overlay's relabels and exclusions applied to every split (the photos
+    stay where they are); :class:`~clothclf.data.overlay.OverlayError` if the overlay is stale."""
+    check_overlay(overlay, dataset.root, dataset.class_names, source)
+    splits = {
+        name: _corrected_split(dataset.split(name), dataset.root, overlay, dataset.class_names)
+        for name in SPLITS
+    }
+    return dataclasses.replace(dataset, **splits, overlay_digest=overlay.digest())
 
 
 def dataset_fingerprint(dataset: Dataset) -> str:

@@ -300,7 +300,9 @@ def train(
     paths = paths or Paths.from_env()
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
-    dataset = create_dataset(config.data_dir, config.seed, config.val_fraction, config.test_fraction)
+    dataset = create_dataset(
+        config.data_dir, config.seed, config.val_fraction, config.test_fraction, config.overlay or None
+    )
     dataset_report(dataset, paths.cache_dir).raise_if_refused()
     fingerprint = dataset_fingerprint(dataset)
     out_dir = Path(out_dir) if out_dir else paths.runs_dir / new_run_name(config.backbone)
@@ -629,4 +631,5 @@ def _summary(run: TrainingRun, metrics: dict, seconds: float) -> dict:
         "val_accuracy": metrics["accuracy"],
         "val_macro_f1": metrics["macro_f1"],
         "best_val_accuracy": _best_val_accuracy(run.history),
+        "overlay_digest": run.dataset.overlay_digest,
     }

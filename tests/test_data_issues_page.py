@@ -1,0 +1,69 @@
+"""The Dataset page: through Streamlit's AppTest, and once in headless Chromium."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import PROJECT_ROOT, write_dataset
+from streamlit.testing.v1 import AppTest
+from test_browser import app_env, app_url, chromium, page  # noqa: F401  (the browser fixtures)
+
+from clothclf.config import Paths
+from clothclf.data.datasets import create_dataset, dataset_fingerprint
+from clothclf.data.overlay import overlay_path, read_overlay
+
+APP = PROJECT_ROOT / "streamlit_app.py"
+TIMEOUT = 180
+
+
+def dataset_with_a_leak(root: Path) -> Path:
+    """A small dataset with one training photo copied into test and one photo in the wrong class."""
+    write_dataset(root, {"train": 10, "validation": 4, "test": 4})
+    shutil.copyfile(root / "train/red/red_0.png", root / "test/red/leaked.png")
+    (root / "train/green/green_1.png").rename(root / "train/blue/green_1.png")
+    return root
+
+
+@pytest.fixture
+def dataset_page(tiny_run, tmp_path, monkeypatch) -> tuple[AppTest, Path]:
+    data = dataset_with_a_leak(tmp_path / "data")
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(data))
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(tiny_run))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    return at.switch_page("pages/dataset.py").run(), data
+
+
+def test_the_page_finds_issues_and_writes_decisions_to_the_overlay(dataset_page):
+    at, data = dataset_page
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Dataset"]
+    at.button(key="ds_find").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Leaks across splits"] == "1"
+    assert int(metrics["Label issues"]) >= 0
+    excluded = next(b for b in at.button if b.key and b.key.startswith("exclude-"))
+    file = excluded.key.removeprefix("exclude-")
+    excluded.click().run()
+    path = overlay_path(Paths.from_env(), dataset_fingerprint(create_dataset(data)))
+    assert [(d.file, d.action) for d in read_overlay(path).decisions] == [(file, "exclude")]
+    assert any("Decided: exclude" in c.value for c in at.caption)
+    assert (data / file).is_file()  # the photo stays where it was
+
+
+@pytest.mark.browser
+def test_the_page_in_a_browser_shows_the_map_and_the_duplicates(page, app_url, app_env):  # noqa: F811
+    from screenshots import EXCEPTION, TIMEOUT_MS, open_page, settle
+
+    dataset_with_a_leak(Path(app_env["CLOTHCLF_DATA_DIR"]))
+    open_page(page, app_url, "dataset")
+    page.get_by_role("button", name="Find issues").click()
+    page.get_by_text("Map of the photos").wait_for(timeout=TIMEOUT_MS * 3)
+    settle(page)
+    assert page.locator(EXCEPTION).count() == 0
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 2  # class balance, map
+    page.get_by_role("tab", name="Duplicates").click()
+    page.get_by_text("Leak across splits").first.wait_for(timeout=TIMEOUT_MS)
+    page.screenshot(path=str(Path(app_env["CLOTHCLF_RUNS_DIR"]).parent / "dataset.png"), full_page=True)
