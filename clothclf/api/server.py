@@ -41,10 +41,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from clothclf import __version__
 from clothclf.api.batching import MicroBatcher
 from clothclf.api.uploads import FILE_FIELD, HttpError, UploadLimits, read_uploads
-from clothclf.config import MB, Limits
+from clothclf.config import MB, Limits, Paths
 from clothclf.data.images import load_preview
-from clothclf.errors import ClothclfError
-from clothclf.runs import SUMMARY, evaluation_files, read_json, read_summary
+from clothclf.errors import ClothclfError, RunError
+from clothclf.runs import SUMMARY, evaluation_files, model_files, read_json, read_summary
 from clothclf.serving.classifier import (
     CHUNK_SIZE,
     Classifier,
@@ -58,8 +58,9 @@ from clothclf.serving.runtime import available_cpus
 
 log = logging.getLogger("clothclf.api")
 
-#: The LiteRT backends the server runs (Keras would import TensorFlow).
-SERVER_BACKENDS = ("litert", "litert-int8")
+#: The backends the server runs: LiteRT only (Keras would import TensorFlow); ``auto`` picks as
+#: :func:`~clothclf.serving.classifier.load_classifier` does (the int8 model where the run serves it).
+SERVER_BACKENDS = ("auto", "litert", "litert-int8")
 #: Longest side of the photo an explanation is drawn over (as ``clothclf predict --explain`` draws it).
 EXPLANATION_SIDE = 1024
 #: Seconds in-flight requests get to finish after a shutdown signal.
@@ -79,7 +80,7 @@ class ServerConfig:
     """
 
     model_dir: Path | None = None
-    backend: str = "litert"
+    backend: str = "auto"
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
@@ -110,8 +111,15 @@ class ServerConfig:
 
 
 def load_model(config: ServerConfig) -> Classifier:
-    """The classifier the server runs: ``config.model_dir`` (default: the shipped model) on LiteRT."""
-    return load_classifier(config.model_dir, backend=config.backend, max_pixels=config.max_pixels)
+    """The classifier the server runs: ``config.model_dir`` (default: the shipped model) on LiteRT;
+    a folder with only a Keras model is refused (it would import TensorFlow)."""
+    folder = config.model_dir or Paths.from_env().default_model_dir
+    backend, files = config.backend, model_files(folder)
+    if backend == "auto" and not (files.litert or files.head_only):
+        if files.int8 is None:
+            raise RunError(f"{folder}: no LiteRT model (`clothclf export --model {folder}` writes one)")
+        backend = "litert-int8"
+    return load_classifier(folder, backend=backend, max_pixels=config.max_pixels)
 
 
 def _saved_accuracy(folder: Path, split: str) -> float | None:
