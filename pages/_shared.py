@@ -97,9 +97,13 @@ def release_ended_sessions() -> int:
             session.shutdown()
         live = {info.session.id for info in sessions.list_sessions()}
         uploads, media = runtime.uploaded_file_mgr, runtime.media_file_mgr
-        for session_id in set(uploads.file_storage) - live:
+        with uploads._lock:  # script threads and requests change both while this runs
+            uploaded = set(uploads.file_storage)
+        with media._lock:
+            pictured = set(media._files_by_session_and_coord)
+        for session_id in uploaded - live:
             uploads.remove_session_files(session_id)
-        for session_id in set(media._files_by_session_and_coord) - live:
+        for session_id in pictured - live:
             media.clear_session_refs(session_id)
         media.remove_orphaned_files()
     except AttributeError as exc:  # another Streamlit version: its sessions are left to it
