@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -114,3 +115,23 @@ def test_lite_extractor_exports_to_litert_fp32_and_int8(tmp_path):
     int8 = np.asarray(LiteRTRunner(int8_file, 1, 1)(pixels))
     cosine = np.sum(int8 * expected, 1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(expected, axis=1))
     assert cosine.min() > 0.95, cosine
+
+
+@pytest.mark.slow
+def test_a_head_only_run_on_lite0_needs_no_keras_cache(no_cached_weights, synthetic_dataset, tmp_path):
+    """``clothclf train --backbone efficientnet_lite0 --head-only`` with an empty KERAS_HOME: the ImageNet
+    weights come from the installed package, and the run serves its answers."""
+    from helpers import tiny_config
+
+    from clothclf.config import Paths
+    from clothclf.serving.classifier import load_classifier
+    from clothclf.training.loop import train
+
+    config = tiny_config(synthetic_dataset, backbone="efficientnet_lite0", weights="imagenet", image_size=64)
+    paths = Paths(tmp_path / "data", tmp_path / "cache", tmp_path / "runs", tmp_path / "default")
+    run_dir = train(config, tmp_path / "runs" / "lite0", paths=paths).run_dir
+    assert not any((tmp_path / "keras").rglob("*.h5"))  # nothing was downloaded into the Keras cache
+    photo = next((synthetic_dataset / "test").rglob("*.png"))
+    assert load_classifier(run_dir).predict(photo).label in json.loads(
+        (run_dir / "class_names.json").read_text()
+    )

@@ -111,5 +111,6 @@ def test_a_run_saved_before_digests_were_recorded_is_refused_until_they_are(run_
 def test_the_shipped_model_records_the_digests_of_its_model_files():
     shipped = PROJECT_ROOT / "models" / "default"
     digests = read_json(shipped / "run.json")["sha256"]
-    assert set(digests) == {"model.tflite", "head.npz", "model.keras"}  # head.npz: the trust outputs
+    # head.npz: the trust outputs; model_int8.tflite: the served model (clothclf export --int8)
+    assert set(digests) == {"model.tflite", "model_int8.tflite", "head.npz", "model.keras"}
     verify_model_files(shipped, list(digests))
