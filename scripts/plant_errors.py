@@ -2,10 +2,10 @@
 
 Copies DATA to OUT, moves N training photos into another class's folder (flipped labels), and copies
 C training photos into the test split re-encoded as JPEG (quality 75) and resized (a side times 0.8,
-every third one also cropped 2% off each edge), then runs ``clothclf data issues`` on the copy and
+every third one also cropped by CROP (default 2%) off each edge), then runs ``clothclf data issues`` on the copy and
 prints the recall: flips among the first 5N label issues, copies in a duplicate group with their source.
 
-    python scripts/plant_errors.py --data DATA --out /tmp/planted [--flips 30] [--copies 20] [--model RUN]
+    python scripts/plant_errors.py --data DATA --out /tmp/planted [--flips 30] [--copies 20] [--crop 0.02] [--model RUN]
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ from clothclf.data.datasets import create_dataset
 from clothclf.evaluation.data_issues import dataset_issues
 
 
-def plant(data: Path, out: Path, flips: int, copies: int, seed: int) -> tuple[set[str], dict[str, str]]:
+def plant(
+    data: Path, out: Path, flips: int, copies: int, seed: int, crop: float = 0.02
+) -> tuple[set[str], dict[str, str]]:
     """Copy ``data`` to ``out`` and plant the errors; (flipped files, {test copy: its training source})."""
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(data, out)
@@ -45,7 +47,8 @@ def plant(data: Path, out: Path, flips: int, copies: int, seed: int) -> tuple[se
             photo = image.convert("RGB")
         if number % 3 == 0:
             w, h = photo.size
-            photo = photo.crop((w // 50, h // 50, w - w // 50, h - h // 50))
+            dx, dy = int(w * crop), int(h * crop)
+            photo = photo.crop((dx, dy, w - dx, h - dy))
         photo = photo.resize((int(photo.width * 0.8), int(photo.height * 0.8)))
         target = out / "test" / source.parent.name / f"planted-{source.stem}.jpg"
         photo.save(target, quality=75)
@@ -63,8 +66,11 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=20)
     parser.add_argument("--model", type=Path)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--crop", type=float, default=0.02, help="share cut off each edge of every third copy"
+    )
     args = parser.parse_args()
-    flipped, copied = plant(args.data, args.out, args.flips, args.copies, args.seed)
+    flipped, copied = plant(args.data, args.out, args.flips, args.copies, args.seed, args.crop)
     started = time.monotonic()
     issues, _ = dataset_issues(create_dataset(args.out), args.model)
     top = {i.file for i in issues.label_issues[: 5 * len(flipped)]}

