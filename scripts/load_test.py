@@ -105,11 +105,15 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def streamlit_server(
-    env: dict[str, str], timeout: float = 120.0, preexec_fn: Callable[[], None] | None = None
+    env: dict[str, str],
+    timeout: float = 120.0,
+    preexec_fn: Callable[[], None] | None = None,
+    file_watcher: str | None = "none",
 ) -> Iterator[Server]:
-    """``streamlit run streamlit_app.py`` on a free loopback port; stopped (and waited for) on exit.
-    ``preexec_fn`` runs in the server's process before it starts (e.g. to enter a memory cgroup)."""
-    with streamlit_servers([env], timeout, preexec_fn=preexec_fn) as servers:
+    """``streamlit run streamlit_app.py`` on a free loopback port, yielded once ``/_stcore/health``
+    answers; stopped (and waited for) on exit. ``preexec_fn`` runs in the server's process before it
+    starts (e.g. to enter a memory cgroup); ``file_watcher`` as for :func:`streamlit_servers`."""
+    with streamlit_servers([env], timeout, file_watcher, preexec_fn=preexec_fn) as servers:
         yield servers[0]
 
 

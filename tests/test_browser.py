@@ -1,10 +1,7 @@
 """The real app in headless Chromium: ``streamlit run`` as a subprocess, driven with Playwright.
 
-As a test (``pytest -m browser tests/test_browser.py``) it uses the tiny fixture model. As a script
-it writes the README screenshots with whatever model and dataset the environment points at
-(by default the shipped model and the downloaded dataset)::
-
-    python tests/test_browser.py docs/screenshots
+As a test (``pytest -m browser tests/test_browser.py``) it uses the tiny fixture model. The docs'
+screenshots come from ``scripts/screenshots.py``, which drives the app the same way (and is run here).
 
 Chromium comes from the system (``/usr/bin/chromium``, or ``CHROMIUM`` in the environment); nothing
 is downloaded.
@@ -36,7 +33,14 @@ from load_test import (  # noqa: E402  (shared with the load test)
     inotify_watches,
     server_env,
     streamlit_server,
-    streamlit_servers,
+)
+from screenshots import (  # noqa: E402  (the docs' screenshots drive the app as these tests do)
+    EXCEPTION,
+    TIMEOUT_MS,
+    open_page,
+    settle,
+    shown_in_docs,
+    write_screenshots,
 )
 
 PAGES = {"": "Classify clothing photos", "report": "Model report", "mistakes": "Mistakes", "models": "Models"}
@@ -48,22 +52,9 @@ DEEP_LINKS = {
     "fine_tune": "Fine-tune",
     "dataset": "Dataset",
 }
+#: How long a fresh server's first page may take.
+FIRST_RUN_MS = 300_000
 NAVIGATION = ["Classify", "Model report", "Mistakes", "Models", "Fine-tune", "Dataset"]
-EXCEPTION = '[data-testid="stException"]'
-TIMEOUT_MS = 90_000
-
-
-def settle(page) -> None:
-    """Wait until the script run triggered by the last action has finished rendering."""
-    page.wait_for_timeout(500)
-    page.wait_for_selector('[data-testid="stStatusWidget"]', state="hidden", timeout=TIMEOUT_MS)
-    page.wait_for_timeout(700)
-
-
-def open_page(page, url: str, path: str) -> None:
-    page.goto(f"{url}/{path}")
-    page.wait_for_selector("h1", timeout=TIMEOUT_MS)
-    settle(page)
 
 
 def photo_png() -> bytes:
@@ -82,15 +73,6 @@ def upload(page, name: str, data: bytes) -> None:
     )
     page.get_by_text("This looks like").wait_for(timeout=TIMEOUT_MS)
     settle(page)
-
-
-def screenshot(page, path: Path, width: int = 1400) -> None:
-    """The whole main area: the window is made as tall as the content first."""
-    height = page.evaluate("() => document.querySelector('[data-testid=\"stMain\"]').scrollHeight")
-    page.set_viewport_size({"width": width, "height": min(max(height, 800), 4000)})
-    page.wait_for_timeout(1000)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path))
 
 
 @pytest.fixture(scope="module")
@@ -177,15 +159,16 @@ def test_clicking_a_confusion_matrix_cell_selects_it(page, app_url, tiny_run):
 
 @pytest.mark.browser
 def test_a_deep_link_as_the_first_request_to_a_fresh_server_opens_the_app_page(chromium, tmp_path):
-    # One fresh server per link (started together, with the app's own configuration), each asked
-    # for its page before anything else.
+    # One fresh server per link, with the app's own configuration, asked for its page before anything
+    # else. One server at a time: four starting together on a loaded machine outran any fixed wait.
     env = server_env(PROJECT_ROOT / "models" / "default", tmp_path)
-    with streamlit_servers([env] * len(DEEP_LINKS), file_watcher=None) as servers:
-        pages = [chromium.new_page(viewport={"width": 1400, "height": 1000}) for _ in servers]
-        for page, server, path in zip(pages, servers, DEEP_LINKS):
+    for path, title in DEEP_LINKS.items():
+        with streamlit_server(env, file_watcher=None) as server:  # returns once /_stcore/health answers
+            page = chromium.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{server.url}/{path}")
-        for page, (path, title) in zip(pages, DEEP_LINKS.items()):
-            page.get_by_text("Model in use").wait_for(timeout=TIMEOUT_MS)  # the app's own sidebar
+            # The app's own sidebar, after the server's first script run (imports and the model's first
+            # load: about 20 s on an idle machine, minutes on a loaded one).
+            page.get_by_text("Model in use").wait_for(timeout=FIRST_RUN_MS)
             settle(page)
             assert page.locator("h1").first.inner_text().strip() == title, path
             links = page.locator('[data-testid="stSidebarNav"] [data-testid="stSidebarNavLink"]')
@@ -193,9 +176,10 @@ def test_a_deep_link_as_the_first_request_to_a_fresh_server_opens_the_app_page(c
                 links.nth(i).inner_text().split("\n")[-1].strip() for i in range(links.count())
             ] == NAVIGATION
             assert page.locator(EXCEPTION).count() == 0, path
-        # The app's file watcher polls its own files: no inotify watch over the project tree (with a
-        # .venv inside the project, one per folder of every installed package).
-        assert [inotify_watches(server.pid) for server in servers] == [0] * len(servers)
+            # The app's file watcher polls its own files: no inotify watch over the project tree (with
+            # a .venv inside the project, one per folder of every installed package).
+            assert inotify_watches(server.pid) == 0
+            page.close()
 
 
 @pytest.mark.browser
@@ -231,29 +215,31 @@ def test_a_run_started_elsewhere_can_be_cancelled_after_a_reload(
         job.wait(300)
 
 
-def write_screenshots(out_dir: Path) -> None:
-    """README screenshots of the Classify (an example photo, else a synthesized one) and Mistakes pages."""
-    from playwright.sync_api import sync_playwright
-
-    with streamlit_server(dict(os.environ)) as server, sync_playwright() as playwright:
-        url = server.url
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        open_page(page, url, "")
-        examples = page.get_by_role("button", name="Try this")
-        if examples.count():
-            examples.nth(min(1, examples.count() - 1)).click()
-            page.get_by_text("This looks like").wait_for(timeout=TIMEOUT_MS)
-            settle(page)
-        else:
-            upload(page, "photo.png", photo_png())
-        screenshot(page, out_dir / "classify.png")
-        page.set_viewport_size({"width": 1400, "height": 1000})
-        open_page(page, url, "mistakes")
-        screenshot(page, out_dir / "mistakes.png")
-        browser.close()
-    print(f"wrote {out_dir / 'classify.png'} and {out_dir / 'mistakes.png'}")
+@pytest.mark.browser
+def test_the_screenshot_script_drives_every_view_the_docs_show(app_url, chromium, tmp_path):
+    written = write_screenshots(app_url, tmp_path, chromium, photo=photo_png())
+    assert shown_in_docs() <= {path.name for path in written}
+    for path in written:
+        assert path.read_bytes().startswith(b"\x89PNG"), path
 
 
-if __name__ == "__main__":
-    write_screenshots(Path(sys.argv[1] if len(sys.argv) > 1 else PROJECT_ROOT / "docs" / "screenshots"))
+@pytest.mark.browser
+def test_a_phone_sees_the_answer_without_scrolling_past_the_photo(app_url, chromium):
+    phone = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+    open_page(phone, app_url, "")
+    phone.locator('input[type="file"]').first.set_input_files(
+        files=[{"name": "tall.png", "mimeType": "image/png", "buffer": tall_photo_png()}]
+    )
+    answer = phone.get_by_text("This looks like")
+    answer.wait_for(timeout=TIMEOUT_MS)
+    settle(phone)
+    photo = phone.locator('[data-testid="stImage"] img').first.bounding_box()
+    assert photo["height"] <= 420, photo  # a full-height portrait photo would be ~520 px tall here
+    assert phone.locator(EXCEPTION).count() == 0
+
+
+def tall_photo_png() -> bytes:
+    """A portrait photo (3:4), as phones take them."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((1200, 900, 3), 128, np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
