@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", type=Path, default=PROJECT_ROOT / "models" / "default", help="run folder")
     parser.add_argument("--check", action="store_true", help="only check that the card is up to date")
     args = parser.parse_args(argv)
-    card, path = model_card(args.model, __version__), args.model / CARD_NAME
+    shipped = args.model.resolve() == (PROJECT_ROOT / "models" / "default").resolve()
+    title = "the shipped model" if shipped else f"`{args.model.name}`"
+    card, path = model_card(args.model, __version__, title), args.model / CARD_NAME
     if args.check:
         current = path.read_text() if path.is_file() else ""
         print(

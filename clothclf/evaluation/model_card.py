@@ -15,7 +15,7 @@ import numpy as np
 
 from clothclf.evaluation.comparison import wilson_interval
 from clothclf.evaluation.metrics import most_confused
-from clothclf.runs import RunInfo, load_run
+from clothclf.runs import INT8_MODEL, LITERT_MODEL, RunInfo, load_run
 
 #: The splits the card reports, in table order.
 CARD_SPLITS = ("validation", "test")
@@ -74,8 +74,17 @@ photos of several garments or of people as the subject, garment kinds outside th
 should come back *unknown*, not labelled), decisions about people, and anything where a wrong label
 costs more than a second look.
 
-The wheel ships the model's serving files (`setup.py` packages `*.json`, `*.npz` and `*.tflite` of
-`models/default`); `model.keras`, the history, the predictions and this card stay in the repository."""
+{_packaging(title)}"""
+
+
+def _packaging(title: str) -> str:
+    """What of the folder the wheel carries: the shipped model's serving files, nothing of any other."""
+    if title != "the shipped model":
+        return "This model is not in the wheel: only the shipped model, `models/default`, is."
+    return (
+        "The wheel ships the model's serving files (`setup.py` packages `*.json`, `*.npz` and `*.tflite` of "
+        "`models/default`); `model.keras`, the history, the predictions and this card stay in the repository."
+    )
 
 
 def _data_section(run: RunInfo) -> str:
@@ -98,6 +107,13 @@ def _recipe_section(run: RunInfo) -> str:
         else f"then the top {train['fine_tune_layers']} backbone layers for {train['fine_tune_epochs']} "
         f"epochs at {train['fine_tune_lr']:g} ({train['lr_schedule']} schedule)"
     )
+    int8 = summary.get("int8") or {}
+    served = (
+        f" It serves the int8 model (`{INT8_MODEL}`: validation {int8['val_accuracy']:.3f} against the float"
+        f" model's {int8['fp32_val_accuracy']:.3f}); the metrics below are the int8 model's."
+        if int8.get("served")
+        else f" It serves the float model (`{LITERT_MODEL}`)."
+    )
     return f"""## Recipe
 
 Backbone `{summary["backbone"]}` ({train["weights"]} weights), input {summary["image_size"]} px; a head
@@ -106,7 +122,7 @@ batch {train["batch_size"]}, label smoothing {train["label_smoothing"]:g}, class
 {"on" if train["class_weights"] else "off"}, seed {train["seed"]}, test-time augmentation
 {"on" if summary["tta"] else "off"}. {summary["epochs"]} epochs ran in {summary["seconds"]:,.0f} s; the
 temperature fitted on validation is {summary.get("temperature", 1.0):.3f}. To train it again:
-`clothclf train --config <this folder>/config.json --data DATA --out runs/again`."""
+`clothclf train --config <this folder>/config.json --data DATA --out runs/again`.{served}"""
 
 
 def _metrics_section(metrics: dict[str, dict]) -> str:
