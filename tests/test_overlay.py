@@ -97,6 +97,7 @@ def test_a_stale_overlay_is_one_sentence(dataset_and_overlay, tmp_path):
     (copy / "train/red/red_0.png").write_bytes((copy / "train/red/red_5.png").read_bytes())
     with pytest.raises(OverlayError, match="train/red/red_0.png has changed since it was reviewed"):
         create_dataset(copy, overlay=file)
+    shutil.copyfile(root / "train/red/red_0.png", copy / "train/red/red_0.png")
     (copy / "train/red/red_1.png").unlink()
     with pytest.raises(OverlayError, match="red_1.png is no longer in the dataset"):
         create_dataset(copy, overlay=file)
@@ -130,13 +131,13 @@ def test_evaluation_reports_original_and_corrected_labels(dataset_and_overlay, t
     assert f"on the labels {file} corrects (1 changed)" in capsys.readouterr().out
 
 
+TINY = ["--head-only", "--backbone", "mobilenet_v2", "--weights", "none", "--image-size", "32"]
+
+
 def test_the_cli_refuses_a_stale_overlay_in_one_line(dataset_and_overlay, tmp_path, capsys):
     root, _ = dataset_and_overlay
     stale = write_overlay(tmp_path / "stale.json", Overlay("", (Decision("train/red/gone.png", EXCLUDE),)))
-    assert (
-        main(["train", "--data", str(root), "--overlay", str(stale), "--head-only", "--image-size", "32"])
-        == 1
-    )
+    assert main(["train", "--data", str(root), "--overlay", str(stale), *TINY]) == 1
     err = capsys.readouterr().err.strip()
     assert err == f"clothclf: error: {stale} is stale: train/red/gone.png is no longer in the dataset"
     assert main(["train", "--data", str(root), "--overlay", str(tmp_path / "none.json")]) == 1
