@@ -45,7 +45,8 @@ st.dataframe(
     models_table(entries),
     hide_index=True,
     placeholder="–",
-    column_config={
+    column_config={  # narrow enough that every column fits a laptop's width (the class list is cut, whole on hover)
+        "classes": st.column_config.TextColumn(width="small"),
         "val accuracy": PERCENT,
         "val macro-F1": st.column_config.NumberColumn(format="%.3f"),
         "test accuracy": PERCENT,
