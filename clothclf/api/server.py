@@ -65,6 +65,9 @@ SERVER_BACKENDS = ("auto", "litert", "litert-int8")
 EXPLANATION_SIDE = 1024
 #: Seconds in-flight requests get to finish after a shutdown signal.
 GRACEFUL_SHUTDOWN_S = 30
+#: Seconds a ``--workers`` process may take to answer uvicorn's health check (importing the app on a
+#: busy machine takes a while; uvicorn's default, 5 s, restarted workers forever at a load average of 30).
+WORKER_START_S = 60
 
 
 @dataclass(frozen=True)
@@ -537,6 +540,7 @@ def run_server(config: ServerConfig, load: Callable[[ServerConfig], Classifier] 
         log_config=log_config(),
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        timeout_worker_healthcheck=WORKER_START_S,
     )
     if config.workers > 1:  # uvicorn's own worker processes (stock servers: 503 only once they shut down)
         from uvicorn.supervisors import Multiprocess
