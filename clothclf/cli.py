@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from clothclf import __version__
+from clothclf.allocator import tune_for_server
 from clothclf.config import BACKENDS, AugmentConfig, Paths, TrainConfig, default, options
 from clothclf.console import (
     OneLineParser,
@@ -55,17 +56,15 @@ def _flag_value(value: object) -> str:
 
 def _add_option_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per training option (see :func:`clothclf.config.options`): ``--name VALUE``, or
-    ``--name`` / ``--no-name`` for a switch that is off / on by default."""
+    ``--name`` / ``--no-name`` for a switch (either way, whatever its default)."""
     for name, spec in options().items():
         flag, value = name.replace("_", "-"), default(name)
         if isinstance(value, bool):
-            switch = f"--no-{flag}" if value else f"--{flag}"
             parser.add_argument(
-                switch,
+                f"--{flag}",
                 dest=name,
-                action="store_const",
-                const=not value,
-                help=f"turn off: {spec.help}" if value else spec.help,
+                action=argparse.BooleanOptionalAction,
+                help=f"{spec.help} (default {'on' if value else 'off'})",
             )
         elif spec.choices:
             choices = [_flag_value(c) for c in spec.choices]
@@ -340,9 +339,7 @@ def _run_folder(args: argparse.Namespace, paths: Paths) -> Path | None:
         raise ClothclfError("give --name or --out, not both")
     folder = paths.runs_dir / checked_run_name(args.name)
     if folder.exists():
-        raise ClothclfError(
-            f"a run named {args.name!r} is already in {paths.runs_dir}; choose another --name"
-        )
+        raise ClothclfError(f"a run named {args.name!r} is already in {paths.runs_dir}; choose another --name")
     return folder
 
 
@@ -563,14 +560,21 @@ def _write_explanations(
 
 def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.runs import INT8_MODEL, LITERT_MODEL
-    from clothclf.serving.export import export_run, export_run_int8
+    from clothclf.serving.export import export_run
 
     model_dir = args.model
     target = model_dir / (INT8_MODEL if args.int8 else LITERT_MODEL)
     if target.is_file() and not args.force:
         print(f"{target}: already there (--force writes it again)")
     elif args.int8:
-        print(export_run_int8(model_dir, args.data or paths.default_dataset_dir, overwrite=args.force))
+        from clothclf.training.quantize import quantize_run
+
+        record = quantize_run(model_dir, args.data or paths.default_dataset_dir, overwrite=args.force)
+        print(target)
+        served = "served by default" if record["served"] else "not served (the float model answers)"
+        print(
+            f"validation accuracy: int8 {record['val_accuracy']:.4f}, float {record['fp32_val_accuracy']:.4f}: {served}"
+        )
     else:
         print(export_run(model_dir, overwrite=args.force))
     return 0
@@ -699,6 +703,7 @@ def require_modules(*names: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; return the exit status."""
+    tune_for_server()  # two malloc arenas: a cold head-only run of the default backbone fits in 700 MB
     printable_output()
     paths = Paths.from_env()
     args = fill_from_environment(build_parser().parse_args(argv), paths)

@@ -208,9 +208,12 @@ class TrainConfig:
     )
     head_only: bool = option(False, "Head only", "train the head only, on cached backbone features (fast)")
     fine_tune_layers: int = option(
-        100, "K: layers to unfreeze", "top backbone layers to unfreeze when fine-tuning (0: none)", minimum=0
+        1000,
+        "K: layers to unfreeze",
+        "top backbone layers to unfreeze when fine-tuning (0: none; the backbone's depth or more: all)",
+        minimum=0,
     )
-    fine_tune_epochs: int = option(5, "Fine-tuning epochs", "epochs of the fine-tuning phase", minimum=1)
+    fine_tune_epochs: int = option(6, "Fine-tuning epochs", "epochs of the fine-tuning phase", minimum=1)
     fine_tune_lr: float = option(
         1e-4,
         "Fine-tuning learning rate",

@@ -39,8 +39,8 @@ def test_shipped_model_accuracy_on_the_real_test_split(shared_dataset):
     split = scan_class_folder(shared_dataset / "test", classifier.class_names)[1]
     metrics, rows = evaluate_classifier(classifier, split, shared_dataset)
     assert metrics["n_images"] == 372 and not metrics["skipped"]
-    assert metrics["accuracy"] >= 0.925
-    assert metrics["macro_f1"] >= 0.915
+    assert metrics["accuracy"] >= 0.93
+    assert metrics["macro_f1"] >= 0.925
     saved = json.loads((MODEL_DIR / "metrics_test.json").read_text())
     assert metrics["accuracy"] == pytest.approx(saved["accuracy"], abs=1e-9)
     assert metrics["confusion_matrix"] == saved["confusion_matrix"]

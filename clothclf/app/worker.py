@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clothclf.allocator import tune_for_server
 from clothclf.app.jobs import Job, JobStatus
 from clothclf.config import Paths, TrainConfig
 from clothclf.runs import write_json
@@ -148,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m clothclf.app.worker JOB_FOLDER", file=sys.stderr)
         return 2
+    tune_for_server()  # two malloc arenas, as `clothclf train`: a head-only run fits in 700 MB
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
