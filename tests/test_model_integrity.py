@@ -74,8 +74,9 @@ def test_only_loadable_runs_are_listed_and_the_others_are_named_with_why(tmp_pat
     (copy_model(runs / "unrecorded") / SUMMARY).unlink()
     paths = Paths(tmp_path / "data", tmp_path / "cache", runs, SHIPPED)
     scan = scan_models(paths)
-    assert [e.path.name for e in scan.entries] == ["default", "good"]
-    assert [e.path.name for e in list_models(paths)] == ["default", "good"]
+    shipped = [f.name for f in sorted(SHIPPED.parent.iterdir()) if f.is_dir() and f != SHIPPED]
+    assert [e.path.name for e in scan.entries] == ["default", *shipped, "good"]
+    assert [e.path.name for e in list_models(paths)] == ["default", *shipped, "good"]
     reasons = {left.path.name: left.reason for left in scan.left_out}
     assert set(reasons) == {"flipped", "unrecorded"}
     assert "does not match the SHA-256 digest recorded in run.json" in reasons["flipped"]
@@ -95,4 +96,6 @@ def test_models_page_names_the_folders_it_leaves_out(tmp_path, monkeypatch):
     assert not app.exception, [e.value for e in app.exception]
     [warning] = [w.value for w in app.warning if "flipped" in w.value]
     assert warning.startswith("**flipped** is not offered: ") and "does not match the SHA-256" in warning
-    assert len(app.selectbox(key="models_choice").options) == 2  # the default model and "good"
+    offered = list_models(Paths.from_env())
+    assert "flipped" not in {e.path.name for e in offered}
+    assert len(app.selectbox(key="models_choice").options) == len(offered)
