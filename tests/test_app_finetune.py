@@ -46,10 +46,14 @@ def test_training_from_the_page_registers_a_run_and_shows_its_metrics(
     monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(synthetic_dataset))
     at = fine_tune_page()
     assert not at.exception
-    # No ImageNet weights in the empty cache: an untrained backbone is said so and never preselected.
-    assert at.selectbox(key="ft_backbone").value == "custom_cnn"
-    assert "untrained: no ImageNet weights" in at.selectbox(key="ft_backbone").format_func("mobilenet_v2")
+    # An empty Keras cache: the default backbone's weights come with its package, so it is preselected;
+    # a backbone whose weights would need a download is said to be untrained.
+    backbone = at.selectbox(key="ft_backbone")
+    assert backbone.value == "efficientnet_lite2"
+    assert "ImageNet weights available" in backbone.format_func("efficientnet_lite2")
+    assert "untrained: no ImageNet weights" in backbone.format_func("mobilenet_v2")
     assert str(synthetic_dataset) in texts(at.caption)
+    backbone.set_value("custom_cnn").run()  # the cheapest run to start from the page
     fill_tiny_form(at)
     at.button(key="ft_start").click().run()
     assert not at.exception and not at.error, texts(at.error)
