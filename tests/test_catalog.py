@@ -24,7 +24,7 @@ from clothclf.app.tables import page_count, page_of, per_class_rows, select_pred
 from clothclf.config import Paths
 from clothclf.errors import DatasetError
 from clothclf.evaluation.predictions import parse_top3, prediction_arrays
-from clothclf.runs import load_run, read_json, save_evaluation, write_json
+from clothclf.runs import load_run, read_json, record_model_digests, save_evaluation, write_json
 
 ROWS = [
     {
@@ -207,6 +207,8 @@ def test_earlier_shipped_models_beside_the_default_are_listed_after_it(tmp_path)
     for name in ("default", "mobilenet_v2_224_v1"):
         (models / name / "class_names.json").write_text('["a", "b"]')
         (models / name / "model.tflite").write_bytes(b"")
+        (models / name / "run.json").write_text("{}")
+        record_model_digests(models / name)  # only folders whose files can be verified are listed
     paths = Paths(tmp_path / "data", tmp_path / "cache", tmp_path / "runs", models / "default")
     entries = list_models(paths)
     assert [(e.name, e.is_default) for e in entries] == [("default", True), ("mobilenet_v2_224_v1", False)]
