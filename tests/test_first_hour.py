@@ -33,7 +33,10 @@ from clothclf.training.phases import FEATURES, HEAD, SAVING
 def test_train_without_cached_weights_offline_says_one_sentence(
     synthetic_dataset, tmp_path, monkeypatch, capsys
 ):
+    (tmp_path / "keras").mkdir()
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    # Keras reads KERAS_HOME once, when it is first imported (maybe by an earlier test): point it here too.
+    monkeypatch.setattr("keras.src.backend.config._KERAS_DIR", str(tmp_path / "keras"))
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
