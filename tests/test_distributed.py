@@ -98,8 +98,9 @@ def test_fit_distributed_stops_early_and_on_request():
         5,
         [HistoryRecorder(rows, "head"), progress],
     )
-    # Asked after the first batch; the request reaches every worker with the next one; then the epoch ends.
-    assert requested and len(rows) == 1 and [e.batch for e in events] == [1, 2, 10]
+    # Asked at the phase's first report (batch 0, before any batch); the request reaches every worker
+    # with a later batch; then the epoch ends.
+    assert requested and len(rows) == 1 and [e.batch for e in events] == [0, 1, 2, 10]
 
 
 def free_ports(count: int) -> list[int]:

@@ -78,8 +78,9 @@ def test_wheel_without_extras_classifies_in_a_fresh_venv(tmp_path):
     train = run(venv / "bin" / "clothclf", "train", "--head-only", cwd=tmp_path, status=1)
 
     class_names = json.loads((PROJECT_ROOT / "models" / "default" / "class_names.json").read_text())
-    assert json.loads(cli.stdout)["label"] in class_names
-    assert library["label"] == json.loads(cli.stdout)["label"]
+    answer = json.loads(cli.stdout)
+    assert answer["closest"] in class_names and answer["label"] in [*class_names, "unknown"]
+    assert library["label"] == answer["closest"]  # Prediction.label is the closest class; "unknown" is its answer
     assert Path(library["model_dir"]).is_relative_to(venv)  # the packaged copy of models/default
     assert not (Path(library["model_dir"]) / "model.keras").exists()
     assert library["installed"] == []
