@@ -20,7 +20,7 @@ from clothclf.config import Paths
 from clothclf.data.datasets import create_dataset, decode_split
 from clothclf.data.images import load_image
 from clothclf.errors import InvalidImageError, RunError
-from clothclf.runs import read_csv, read_json
+from clothclf.runs import read_csv, read_json, record_model_digests
 from clothclf.serving.classifier import Classifier, Prediction, load_classifier
 
 ATOL = 1e-4  # LiteRT (XNNPACK) and TensorFlow sum in different orders; float32 noise is ~1e-6
@@ -178,18 +178,19 @@ def test_bad_model_folders(tiny_run, tmp_path):
     with pytest.raises(ValueError, match="backend"):
         load_classifier(tiny_run, backend="onnx")
     model_dir = shutil.copytree(tiny_run, tmp_path / "run")
-    summary = json.loads((model_dir / "run.json").read_text())
-    del summary["sha256"]  # as a run saved before digests: the loaders' own checks (digests: test_run_schema)
-    (model_dir / "run.json").write_text(json.dumps(summary))
+    # Each damaged file is vouched for (its digest recorded) to reach the loaders' own checks; a file whose
+    # digest differs or is missing is refused before them (tests/test_run_schema.py, test_model_integrity.py).
     (model_dir / "class_names.json").write_text(json.dumps(["a", "b", "c", "d"]))
     with pytest.raises(RunError, match="3 outputs but class_names.json 4 classes"):
         load_classifier(model_dir)
     (model_dir / "class_names.json").write_text(json.dumps(["a", "b", "c"]))
     (model_dir / "model.tflite").write_bytes(b"not a flatbuffer" * 64)
+    record_model_digests(model_dir)
     with pytest.raises(RunError, match="LiteRT cannot load it"):
         load_classifier(model_dir)
     (model_dir / "model.tflite").unlink()
     (model_dir / "head.npz").write_bytes(b"not an npz file")
+    record_model_digests(model_dir)
     with pytest.raises(RunError, match="not a clothclf head"):
         load_classifier(model_dir)
     (model_dir / "class_names.json").write_text("{not json")
