@@ -165,7 +165,7 @@ from clothclf.config import TrainConfig
 from clothclf.training.distributed import make_strategy
 from clothclf.training.loop import train
 assert make_strategy("mirrored").num_replicas_in_sync == 2
-r = train(TrainConfig(data_dir={str(synthetic_dataset)!r}, weights={pretrained!r}, image_size=32, batch_size=8,
+r = train(TrainConfig(data_dir={str(synthetic_dataset)!r}, backbone="mobilenet_v2", weights={pretrained!r}, image_size=32, batch_size=8,
           epochs=1, fine_tune_epochs=1, fine_tune_layers=5, strategy="mirrored"), {str(tmp_path / "m")!r})
 print("EPOCHS", r.epochs)
 """

@@ -21,7 +21,8 @@ def test_warmup_rises_linearly_then_cosine_decays_to_zero():
     assert rates[2] == pytest.approx(1e-3)  # the peak
     assert rates[3] == pytest.approx(5e-4)  # halfway through the cosine
     assert rates[4] == pytest.approx(0.0, abs=1e-9)
-    assert learning_rate(TrainConfig(data_dir=""), 1e-3, epochs=4, steps=10) == 1e-3  # plateau: constant
+    plateau = TrainConfig(data_dir="", lr_schedule="plateau")
+    assert learning_rate(plateau, 1e-3, epochs=4, steps=10) == 1e-3  # plateau: constant
 
 
 def test_optimizer_choice_weight_decay_and_ema():
@@ -39,7 +40,7 @@ def test_optimizer_choice_weight_decay_and_ema():
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        (dict(warmup_epochs=1), "warmup_epochs"),  # needs the cosine schedule
+        (dict(warmup_epochs=1, lr_schedule="plateau"), "warmup_epochs"),  # needs the cosine schedule
         (dict(weight_decay=0.01), "weight_decay"),  # needs adamw
         (dict(optimizer="sgd"), "optimizer"),
         (dict(ema_momentum=1.0), "ema_momentum"),
