@@ -1,7 +1,7 @@
 """Load test of the real app: concurrent browser sessions, then the server's memory over many predictions.
 
     python scripts/load_test.py                          # the shipped model, models/default
-    python scripts/load_test.py --model DIR --sessions 20 --predictions 500
+    python scripts/load_test.py --model DIR --predictions 500   # any run folder; --sessions sets the browsers
     python scripts/load_test.py --json                   # the figures as one JSON object
 
 It starts ``streamlit run streamlit_app.py`` on a free port of 127.0.0.1 (runs, data and cache
