@@ -4,7 +4,7 @@
         --model models/default --model models/mobilenet_v2_224_v1          # markdown table
     python scripts/robustness.py --data DATA --model DIR --json             # machine-readable
 
-Corruptions (see clothclf/evaluation/robustness.py): Gaussian blur (radius 1% of the shorter side), Gaussian
+Corruptions (see src/clothclf/evaluation/robustness.py): Gaussian blur (radius 1% of the shorter side), Gaussian
 noise (sd 25/255), JPEG quality 20, brightness x1.5 and x0.5, contrast x0.5 and x1.5, a 90-degree
 rotation and a central crop to 60% of each side, each applied to the full-size photo before the
 model decodes it. Served as in production (LiteRT, the run's own temperature; answers unaffected).

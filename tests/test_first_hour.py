@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from helpers import tiny_config
 
+import clothclf
 from clothclf.app.download import download_progress
 from clothclf.app.jobs import Job, JobStatus
 from clothclf.app.models_list import describe_model, models_table
@@ -159,3 +160,14 @@ def test_the_library_keeps_litert_s_delegate_note_off_stderr(tiny_run, synthetic
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "XNNPACK" not in done.stderr and "other messages still show" in done.stderr
+
+
+def test_a_checkout_folder_named_clothclf_does_not_shadow_the_package(tmp_path):
+    # git clones into ``clothclf/``; Python started beside it sees that folder first on its path.
+    (tmp_path / "clothclf" / "src").mkdir(parents=True)
+    code = "import clothclf; assert callable(clothclf.load_classifier); print(clothclf.__file__)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == clothclf.__file__  # the package, not the checkout as a namespace

@@ -16,7 +16,7 @@ from helpers import PROJECT_ROOT, make_image
 from clothclf.config import Paths
 
 #: What building the wheel reads from the project (a copy, so no stale ``build/`` leaks in).
-SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "clothclf", "models/default")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", "src/clothclf", "models/default")
 VENV_LIMIT_MB = 400
 
 

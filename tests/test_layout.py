@@ -68,11 +68,13 @@ LAYERS = (
 
 @functools.cache
 def modules(*roots: str) -> dict[str, ast.Module]:
-    """Path under the project (``clothclf/runs.py``) -> syntax tree, of every module under ``roots``."""
+    """Import path (``clothclf/runs.py``) -> syntax tree, of every module under ``roots`` (the package
+    lives in ``src/``, the app's pages and the scripts at the project's top)."""
+    bases = {root: PROJECT_ROOT / "src" if root == "clothclf" else PROJECT_ROOT for root in roots}
     return {
-        path.relative_to(PROJECT_ROOT).as_posix(): ast.parse(path.read_text())
+        path.relative_to(bases[root]).as_posix(): ast.parse(path.read_text())
         for root in roots
-        for path in sorted((PROJECT_ROOT / root).rglob("*.py"))
+        for path in sorted((bases[root] / root).rglob("*.py"))
     }
 
 

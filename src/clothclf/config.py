@@ -47,7 +47,7 @@ class Paths:
 
     @classmethod
     def from_env(cls) -> Paths:
-        project_root = Path(__file__).resolve().parents[1]
+        project_root = Path(__file__).resolve().parents[2]  # src/clothclf/config.py
         cache_root = _user_cache_root()
         return cls(
             data_dir=Path(os.environ.get("CLOTHCLF_DATA_DIR") or cache_root / "data"),
