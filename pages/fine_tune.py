@@ -6,17 +6,19 @@ a crashed run cannot take the app down. One run at a time per server; every visi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import streamlit as st
 
-from clothclf.app.jobs import Job, JobStatus, active_data_dir, current_job, start_job
+from clothclf.app.jobs import Job, JobStatus, active_data_dir, app_overlay, current_job, start_job
 from clothclf.app.memory import memory_limit_mb, memory_warning, process_rss_mb
 from clothclf.app.models_list import describe_model
 from clothclf.app.training_data import check_training_data, training_data_dir
 from clothclf.config import AugmentConfig, Limits, Paths, TrainConfig, default, options
 from clothclf.console import counted, duration_text
 from clothclf.data.datasets import LAYOUTS
+from clothclf.data.overlay import RELABEL, Overlay
 from clothclf.data.report import TINY_SIDE, DatasetReport
 from clothclf.errors import RunError
 from clothclf.evaluation import plots
@@ -94,7 +96,7 @@ def backbone_label(name: str, image_size: int) -> str:
 
 
 def default_backbone(image_size: int) -> str:
-    """MobileNetV2 when its ImageNet weights are here; else the small CNN, never an untrained backbone."""
+    """The default backbone when its ImageNet weights are here; else the small CNN, never an untrained one."""
     return default("backbone") if weights_cached(default("backbone"), image_size) else "custom_cnn"
 
 
@@ -128,6 +130,29 @@ def show_report(report: DatasetReport) -> None:
             f"{len(report.tiny)} photos are smaller than {TINY_SIDE} px on their shorter side "
             f"(for example `{report.tiny[0]}`): they carry little detail."
         )
+
+
+def decisions_text(overlay: Overlay) -> str:
+    """How many of the Dataset page's decisions change the labels, and how."""
+    changes = overlay.changes()
+    relabelled = sum(d.action == RELABEL for d in changes)
+    return (
+        f"{counted(len(changes), 'decision')} from the Dataset page apply: "
+        f"{counted(relabelled, 'photo')} relabelled, {len(changes) - relabelled} excluded"
+    )
+
+
+def show_decisions(decided: tuple[Path, Overlay] | None, applied: bool) -> None:
+    """Whether the Dataset page's decisions on this dataset go into the run (the photos stay as they are)."""
+    if decided is None:
+        st.caption("The Dataset page has no decisions on this dataset: its labels are used as they are.")
+    elif applied:
+        st.info(
+            f"{decisions_text(decided[1])} (the counts above are before them; the photos are unchanged).",
+            icon=":material/edit_note:",
+        )
+    else:
+        st.caption(f"Not applied: {decisions_text(decided[1]).replace(' apply', '')}.")
 
 
 def progress_text(status: JobStatus) -> str:
@@ -181,6 +206,8 @@ def live_progress(job: Job) -> None:
         on_click=job.cancel,
         disabled=status.state == "cancelling",
     )
+    if overlay := job.request()["config"].get("overlay"):
+        st.caption(f"This run applies the Dataset page's decisions (`{overlay}`).")
     if not mine:
         st.caption(
             "This run was started elsewhere (another visitor, or before a reload). One run at a time per server."
@@ -274,6 +301,8 @@ def show_result(job: Job, status: JobStatus, paths: Paths) -> None:
     )
     compare_with_reference(run, paths)
     show_held_out(run)
+    if digest := run.summary.get("overlay_digest"):
+        st.caption(f"Trained with the Dataset page's decisions (overlay {digest[:8]}, recorded in the run).")
     report = job.dataset_report()
     if report is not None:
         with st.expander("The dataset this run trained on"):
@@ -412,6 +441,12 @@ with st.form("fine_tune_form", border=True):
         st.caption(f"Without an upload, the default dataset is used: `{dataset_dir}`.")
     else:
         st.caption("Without an upload there is nothing to train on: download the default dataset above.")
+    apply_decisions = st.toggle(
+        "Apply the decisions made on the Dataset page (relabel, exclude)",
+        value=True,
+        key="ft_decisions",
+        help="Kept per dataset beside it, never in the photos; the run records which ones it trained with.",
+    )
     run_name = st.text_input(
         "Run name (optional)",
         key="ft_run_name",
@@ -462,6 +497,10 @@ if submitted or checked:
             report = check_training_data(config, paths)
         show_report(report)
         report.raise_if_refused()
+        decided = app_overlay(dataset_dir, paths)
+        show_decisions(decided, apply_decisions)
+        if decided is not None and apply_decisions:
+            config = dataclasses.replace(config, overlay=str(decided[0]))
         too_big = memory_warning(config, memory_limit, process_rss_mb()) if submitted else None
         if too_big and not start_anyway:
             st.warning(too_big, icon=":material/memory:")

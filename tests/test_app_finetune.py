@@ -16,7 +16,19 @@ from streamlit.testing.v1 import AppTest
 from clothclf.app.jobs import current_job
 from clothclf.app.training_data import uploads_dir
 from clothclf.config import Paths, options
-from clothclf.runs import list_runs
+from clothclf.data.datasets import create_dataset, dataset_fingerprint
+from clothclf.data.overlay import (
+    EXCLUDE,
+    KEEP,
+    RELABEL,
+    Decision,
+    Overlay,
+    file_digest,
+    overlay_path,
+    read_overlay,
+    write_overlay,
+)
+from clothclf.runs import list_runs, load_run
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app.py")
 TIMEOUT = 300  # seconds for the whole training run on a loaded two-core machine
@@ -139,3 +151,66 @@ def test_a_run_that_will_not_fit_in_memory_is_not_started_without_consent(
     assert "only about" in texts(at.warning) and "too small to train" in texts(at.warning)
     assert current_job(Paths.from_env()) is None, "nothing was started"
     assert at.checkbox(key="ft_start_anyway").label == "Start even if it may not fit in memory"
+
+
+def dataset_page_decisions(dataset: Path) -> Path:
+    """What the Dataset page would save for ``dataset``: two photos relabelled, one excluded, one kept."""
+    root = create_dataset(dataset).root
+
+    def decision(file: str, action: str, label: str | None = None) -> Decision:
+        return Decision(file, action, label, file_digest(root / file))
+
+    overlay = Overlay(
+        dataset_fingerprint(create_dataset(dataset)),
+        (
+            decision("train/red/red_0.png", RELABEL, "green"),
+            decision("train/blue/blue_0.png", RELABEL, "red"),
+            decision("train/red/red_1.png", EXCLUDE),
+            decision("train/red/red_2.png", KEEP),
+        ),
+    )
+    return write_overlay(overlay_path(Paths.from_env(), overlay.fingerprint), overlay)
+
+
+def test_the_dataset_pages_decisions_are_shown_and_trained_with(
+    synthetic_dataset, current_model, no_cached_weights, monkeypatch
+):
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(synthetic_dataset))
+    overlay_file = dataset_page_decisions(synthetic_dataset)
+    at = fine_tune_page()
+    at.selectbox(key="ft_backbone").set_value("custom_cnn").run()
+    fill_tiny_form(at)
+    at.toggle(key="ft_decisions").set_value(False)
+    at.button(key="ft_check").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "Not applied: 3 decisions from the Dataset page: 2 photos relabelled, 1 excluded." in texts(
+        at.caption
+    )
+
+    at.toggle(key="ft_decisions").set_value(True)
+    at.button(key="ft_start").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    job = current_job(Paths.from_env())
+    assert job.request()["config"]["overlay"] == str(overlay_file)
+    assert f"This run applies the Dataset page's decisions (`{overlay_file}`)." in texts(at.caption)
+
+    status = job.wait(TIMEOUT)
+    assert status.state == "finished", status.error
+    run = load_run(status.run_dir)
+    assert run.summary["overlay_digest"] == read_overlay(overlay_file).digest()
+    assert run.config()["dataset"]["sizes"]["train"] == 3 * 12 - 1  # the excluded photo left out
+    at.run()
+    assert not at.exception
+    assert f"overlay {run.summary['overlay_digest'][:8]}" in texts(at.caption)
+
+
+def test_the_check_says_which_decisions_will_apply(synthetic_dataset, current_model, monkeypatch):
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(synthetic_dataset))
+    at = fine_tune_page()
+    at.button(key="ft_check").click().run()
+    assert "The Dataset page has no decisions on this dataset" in texts(at.caption)
+    dataset_page_decisions(synthetic_dataset)
+    at.button(key="ft_check").click().run()
+    assert not at.exception and not at.error, texts(at.error)
+    assert "3 decisions from the Dataset page apply: 2 photos relabelled, 1 excluded" in texts(at.info)
+    assert current_job(Paths.from_env()) is None  # a check starts nothing

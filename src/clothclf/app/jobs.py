@@ -51,6 +51,8 @@ from typing import Any
 from clothclf.app.memory import memory_limit_mb, out_of_memory_advice
 from clothclf.app.training_data import check_training_data, discard_upload
 from clothclf.config import Limits, Paths, TrainConfig
+from clothclf.data.datasets import create_dataset, dataset_fingerprint
+from clothclf.data.overlay import Overlay, check_overlay, overlay_path, read_overlay
 from clothclf.data.report import DatasetReport
 from clothclf.errors import ClothclfError, RunError
 from clothclf.modeling.backbones import get_backbone_spec
@@ -321,6 +323,20 @@ def active_data_dir(paths: Paths) -> Path | None:
     if job is None or not job.status().active:
         return None
     return Path(job.request()["config"]["data_dir"])
+
+
+def app_overlay(data_dir: str | Path, paths: Paths) -> tuple[Path, Overlay] | None:
+    """The file and decisions the Dataset page saved for the dataset in ``data_dir`` when they change a
+    label (relabel or exclude), else None: pass the file as :class:`TrainConfig`'s ``overlay``. The page
+    files them under the fingerprint of the dataset as it reads it (default split), so this reads every
+    photo once. :class:`~clothclf.data.overlay.OverlayError` if the file is corrupt or stale."""
+    dataset = create_dataset(data_dir)
+    path = overlay_path(paths, dataset_fingerprint(dataset))
+    if not path.is_file():
+        return None
+    overlay = read_overlay(path)
+    check_overlay(overlay, dataset.root, dataset.class_names, str(path))
+    return (path, overlay) if overlay.changes() else None
 
 
 def start_job(
