@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from clothclf.app.jobs import active_data_dir
 from clothclf.app.tables import display_name
 from clothclf.app.training_data import extract_uploaded_dataset
 from clothclf.config import Paths
@@ -59,7 +60,7 @@ def chosen_folder(paths: Paths) -> Path | None:
         key="ds_upload",
     )
     if upload is not None:
-        return extract_uploaded_dataset(upload, paths)
+        return extract_uploaded_dataset(upload, paths, in_use=active_data_dir(paths))
     if not paths.default_dataset_dir.is_dir():
         offer_dataset_download(
             "The Dataset page needs a dataset: upload a zip, or use the default one.", "ds_download"
@@ -223,8 +224,9 @@ def overlay_note(fingerprint: str, paths: Paths) -> None:
     if overlay.decisions:
         changes = len(overlay.changes())
         st.info(
-            f"{len(overlay.decisions)} decisions ({changes} relabel or exclude) are saved in `{path}`; "
-            f"train on them with `clothclf train --overlay {path}`. The photos themselves are unchanged.",
+            f"{len(overlay.decisions)} decisions ({changes} relabel or exclude) are saved in `{path}`: the "
+            f"Fine-tune page applies them when it trains on this dataset, as `clothclf train --overlay {path}` "
+            "does. The photos themselves are unchanged.",
             icon=":material/edit_note:",
         )
         st.download_button(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT_ROOT, write_dataset
+from helpers import PROJECT_ROOT, write_dataset, zip_bytes
 from streamlit.testing.v1 import AppTest
 from test_browser import app_env, app_url, chromium, page  # noqa: F401  (the browser fixtures)
 
+from clothclf.app.training_data import uploads_dir
 from clothclf.config import Paths
 from clothclf.data.datasets import create_dataset, dataset_fingerprint
 from clothclf.data.overlay import overlay_path, read_overlay
@@ -51,6 +53,42 @@ def test_the_page_finds_issues_and_writes_decisions_to_the_overlay(dataset_page)
     assert [(d.file, d.action) for d in read_overlay(path).decisions] == [(file, "exclude")]
     assert any("Decided: exclude" in c.value for c in at.caption)
     assert (data / file).is_file()  # the photo stays where it was
+
+
+def balance_bars(at: AppTest) -> dict[str, dict[str, int]]:
+    """The class balance chart's bars: split (with its count) -> class -> photos."""
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    return {bar["name"]: dict(zip(bar["x"], bar["y"])) for bar in figure["data"]}
+
+
+def test_an_uploaded_zip_is_analysed_and_decided_on(tiny_run, tmp_path, monkeypatch):
+    folder = dataset_with_a_leak(tmp_path / "mine")
+    entries = {f"clothes/{p.relative_to(folder).as_posix()}": p.read_bytes() for p in folder.rglob("*.png")}
+    monkeypatch.setenv("CLOTHCLF_DATA_DIR", str(tmp_path / "nowhere"))  # no default dataset: only the upload
+    monkeypatch.setenv("CLOTHCLF_MODEL_DIR", str(tiny_run))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run().switch_page("pages/dataset.py").run()
+    assert not at.exception and not at.subheader  # nothing to analyse yet: the download is offered
+    upload = ("clothes.zip", zip_bytes(entries), "application/zip")
+    at.file_uploader(key="ds_upload").set_value(upload).run()
+    assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
+    assert balance_bars(at) == {
+        "train (30)": {"blue": 11, "green": 9, "red": 10},  # one green photo sits in the blue folder
+        "validation (12)": {"blue": 4, "green": 4, "red": 4},
+        "test (13)": {"blue": 4, "green": 4, "red": 5},  # the leaked copy
+    }
+    at.button(key="ds_find").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception or at.error]
+    metrics = {m.label: int(m.value) for m in at.metric}
+    assert metrics["Leaks across splits"] >= 1
+    captions = [caption for image in at.get("image") for caption in image.captions]
+    assert "test: leaked.png" in captions and "train: red_0.png" in captions  # the leak, side by side
+    excluded = next(b for b in at.button if b.key and b.key.startswith("exclude-"))
+    file = excluded.key.removeprefix("exclude-")
+    excluded.click().run()
+    root = next(uploads_dir(Paths.from_env()).glob("*/clothes"))
+    path = overlay_path(Paths.from_env(), dataset_fingerprint(create_dataset(root)))
+    assert [(d.file, d.action) for d in read_overlay(path).decisions] == [(file, "exclude")]
+    assert file.startswith(("train/", "validation/", "test/")) and (root / file).is_file()
 
 
 @pytest.mark.browser
