@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -26,9 +27,10 @@ from clothclf.data.datasets import create_dataset
 from clothclf.data.features import compute_features
 from clothclf.errors import RunError
 from clothclf.runs import checked_run_name, read_json
+from clothclf.serving.export import conversion_estimate, timed_step
 from clothclf.training.callbacks import ProgressEvent, StepPrinter, step_text
 from clothclf.training.missing_weights import missing_weights_text, weights_failure
-from clothclf.training.phases import FEATURES, HEAD, SAVING
+from clothclf.training.phases import CONVERTING, FEATURES, FIT_PHASES, HEAD, SAVING, TRUST
 
 
 def test_train_without_cached_weights_offline_says_one_sentence(
@@ -171,3 +173,71 @@ def test_a_checkout_folder_named_clothclf_does_not_shadow_the_package(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == clothclf.__file__  # the package, not the checkout as a namespace
+
+
+def test_a_step_with_nothing_to_count_reports_its_time_against_its_estimate(monkeypatch):
+    monkeypatch.setattr("clothclf.serving.export.REPORT_INTERVAL", 0.01)
+    for estimate in (1000.0, 0.0):  # far ahead, then overrun from the start
+        calls, reported = [], threading.Event()
+
+        def progress(seconds, left, calls=calls, reported=reported):
+            calls.append((seconds, left))
+            if len(calls) > 1:  # the thread's report, after the first made at once
+                reported.set()
+
+        with timed_step(estimate, progress):
+            assert reported.wait(60)  # the body waits for the thread's first report, however slow the machine
+        first, middle, last = calls[0], calls[1], calls[-1]
+        assert first == (0.0, estimate) and last[1] == 0.0
+        assert [s for s, _ in calls] == sorted(s for s, _ in calls)
+        assert middle[1] == (pytest.approx(estimate - middle[0]) if estimate else None)
+
+
+def test_a_full_run_counts_the_trust_step_and_estimates_the_conversion(synthetic_dataset, tmp_path):
+    """A network trained whole converts model.tflite while saving and runs it over every split for the
+    trust scores: each is reported, and drawn on the terminal, with its count or its estimate."""
+    from clothclf.config import Paths
+    from clothclf.training.loop import train
+
+    events = []
+    config = tiny_config(synthetic_dataset, backbone="custom_cnn", head_only=False, epochs=1)
+    paths = Paths(tmp_path / "data", tmp_path / "cache", tmp_path / "runs", tmp_path / "default")
+    train(config, tmp_path / "runs" / "whole", paths=paths, progress=events.append)
+    counted_steps = {(e.phase, e.unit): (e.batch, e.batches) for e in events if e.batches}
+    dataset = create_dataset(synthetic_dataset)
+    for split, unit in (("train", "training photos"), ("validation", "validation photos")):
+        assert counted_steps[(TRUST, unit)] == (len(dataset.split(split)),) * 2
+    conversion = [e.left for e in events if e.phase == CONVERTING]
+    assert conversion[0] > 0 and conversion[-1] == 0.0
+    assert [e.phase for e in events].index(CONVERTING) < [e.phase for e in events].index(TRUST)
+    fit = [e.left for e in events if e.phase == TRUST and not e.batches and e.left is not None]
+    assert fit and fit[-1] == 0.0  # the fitting after the counted photos, with its estimate
+
+    stream = io.StringIO()
+    printer = StepPrinter(stream, FIT_PHASES, interval=0.0)
+    for event in events:
+        printer(event)
+    lines = stream.getvalue().splitlines()
+    assert f"trust: {len(dataset.train)}/{len(dataset.train)} training photos" in lines
+    start = lines.index(next(line for line in lines if line.startswith("converting: 0 s, about ")))
+    assert lines[start].endswith(" s left") and re.fullmatch(r"converting: \d+ s", lines[start + 1])
+
+
+def test_the_job_status_takes_a_conversion_s_own_estimate(tmp_path, monkeypatch):
+    monkeypatch.setattr("clothclf.app.worker.STATUS_INTERVAL", 0.0)
+    reporter = _Reporter(Job(tmp_path), threading.Event(), "2026-12-07T12:00:00+00:00")
+    reporter(ProgressEvent(CONVERTING, 0, 0, 0, 0, 0.5, 30.0, left=21.0))
+    status = JobStatus.from_dict(read_json(tmp_path / "status.json"))
+    assert (status.phase, status.eta) == (CONVERTING, 21.0)
+    reporter(ProgressEvent(CONVERTING, 0, 0, 0, 0, 0.5, 60.0, left=None))  # overran: no estimate
+    assert reporter.last.eta is None
+
+
+def test_the_conversion_estimate_grows_with_the_model():
+    from clothclf.modeling.models import build_model
+
+    small, large = (build_model(name, 3, 32, None) for name in ("custom_cnn", "mobilenet_v2"))
+    assert 0 < conversion_estimate(small) < conversion_estimate(large)
+    text = step_text(ProgressEvent(CONVERTING, 0, 0, 0, 0, 0.0, 0.0, left=20.0), 5.0)
+    assert text == "converting: 5 s, about 20 s left"
+    assert step_text(ProgressEvent(CONVERTING, 0, 0, 0, 0, 0.0, 0.0), 25.0) == "converting: 25 s"

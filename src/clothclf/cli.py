@@ -13,6 +13,7 @@ import logging
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clothclf import __version__
 from clothclf.allocator import tune_for_server
@@ -25,6 +26,9 @@ from clothclf.console import (
     printable_output,
 )
 from clothclf.errors import ClothclfError, RunError
+
+if TYPE_CHECKING:
+    from clothclf.training.callbacks import StepPrinter
 
 log = logging.getLogger("clothclf")
 
@@ -339,7 +343,9 @@ def _run_folder(args: argparse.Namespace, paths: Paths) -> Path | None:
         raise ClothclfError("give --name or --out, not both")
     folder = paths.runs_dir / checked_run_name(args.name)
     if folder.exists():
-        raise ClothclfError(f"a run named {args.name!r} is already in {paths.runs_dir}; choose another --name")
+        raise ClothclfError(
+            f"a run named {args.name!r} is already in {paths.runs_dir}; choose another --name"
+        )
     return folder
 
 
@@ -350,13 +356,11 @@ def cmd_train(args: argparse.Namespace, paths: Paths) -> int:
     config = checked_train_config(args, paths)
     out = _run_folder(args, paths)
     training_report(config, paths.cache_dir).raise_if_refused()  # before TensorFlow is imported
-    from clothclf.training.callbacks import StepPrinter
     from clothclf.training.loop import train
     from clothclf.training.missing_weights import weights_failure
-    from clothclf.training.phases import FIT_PHASES
 
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
-    progress = None if args.json else StepPrinter(sys.stderr, FIT_PHASES)  # Keras draws the epochs
+    progress = None if args.json else _steps_on_stderr()
     try:
         result = train(config, out, paths=paths, verbose=verbose, progress=progress)
     except Exception as exc:  # offline without cached ImageNet weights: one sentence, no Keras traceback
@@ -453,7 +457,9 @@ def cmd_evaluate(args: argparse.Namespace, paths: Paths) -> int:
     else:
         _print_metrics(metrics)
         if metrics.get("corrected"):
-            print(f"on the labels {args.overlay} corrects ({metrics['corrected']['photos_changed']} changed):")
+            print(
+                f"on the labels {args.overlay} corrects ({metrics['corrected']['photos_changed']} changed):"
+            )
             _print_metrics(metrics["corrected"])
     if not args.no_save:
         _save_evaluation(classifier.model_dir, saved_as, metrics, rows)
@@ -558,9 +564,19 @@ def _write_explanations(
         overlay(photo, explanation).save(out_dir / f"{name}.png")
 
 
+def _steps_on_stderr() -> StepPrinter:
+    """A progress hook drawing each step with its count or estimate on stderr (Keras draws the epochs)."""
+    from clothclf.training.callbacks import StepPrinter
+    from clothclf.training.phases import FIT_PHASES
+
+    return StepPrinter(sys.stderr, FIT_PHASES)
+
+
 def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.runs import INT8_MODEL, LITERT_MODEL
     from clothclf.serving.export import export_run
+    from clothclf.training.callbacks import StepReporter
+    from clothclf.training.phases import CONVERTING
 
     model_dir = args.model
     target = model_dir / (INT8_MODEL if args.int8 else LITERT_MODEL)
@@ -576,7 +592,11 @@ def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
             f"validation accuracy: int8 {record['val_accuracy']:.4f}, float {record['fp32_val_accuracy']:.4f}: {served}"
         )
     else:
-        print(export_run(model_dir, overwrite=args.force))
+        print(
+            export_run(
+                model_dir, overwrite=args.force, progress=StepReporter(_steps_on_stderr()).timed(CONVERTING)
+            )
+        )
     return 0
 
 
@@ -593,7 +613,9 @@ def cmd_trust(args: argparse.Namespace, paths: Paths) -> int:
     from clothclf.training.trust import upgrade_run
 
     model_dir = args.model
-    record = upgrade_run(model_dir, args.data or paths.default_dataset_dir, args.accept_accuracy)
+    record = upgrade_run(
+        model_dir, args.data or paths.default_dataset_dir, args.accept_accuracy, _steps_on_stderr()
+    )
     val = record["validation"]
     print(
         f"{model_dir}: unknown at ood_score >= {record['unknown_threshold']:.3f}, review below confidence "
@@ -711,7 +733,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="clothclf: %(message)s", stream=sys.stderr)
     log.setLevel(logging.INFO)
     if args.command == "data":
-        handler = {"check": cmd_data_check, "issues": cmd_data_issues}.get(args.data_command, cmd_data_download)
+        handler = {"check": cmd_data_check, "issues": cmd_data_issues}.get(
+            args.data_command, cmd_data_download
+        )
     else:
         handler = COMMANDS[args.command]
     try:

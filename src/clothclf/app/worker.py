@@ -71,7 +71,10 @@ class _Reporter:
 
     def _eta(self, event: ProgressEvent) -> float | None:
         """Seconds left in the current step at its pace so far (its first event starts the clock): a fit
-        phase by the share of its epochs done, a counted step (photos, files) by its count."""
+        phase by the share of its epochs done, a counted step (photos, files) by its count; a step with
+        nothing to count (a conversion) gives its own estimate."""
+        if event.left is not None:
+            return event.left
         fit = event.phase in FIT_PHASES
         if not fit and not event.batches:
             return None

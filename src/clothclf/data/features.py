@@ -23,7 +23,7 @@ from clothclf.allocator import release_freed_memory
 from clothclf.data.datasets import Dataset, Split, SplitOutputs, map_split
 from clothclf.modeling.models import with_feature_map
 from clothclf.runs import atomic_path
-from clothclf.serving.export import export_tflite
+from clothclf.serving.export import TimedProgress, export_tflite
 from clothclf.serving.runtime import LiteRTRunner, available_cpus
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,11 @@ def extractor_digest(extractor: keras.Model, backbone: str) -> str:
     return digest.hexdigest()
 
 
-def extractor_tflite(extractor: keras.Model, backbone: str, cache_dir: Path) -> Path:
-    """The extractor as a LiteRT model in the cache, converted on a miss (about 15 s).
+def extractor_tflite(
+    extractor: keras.Model, backbone: str, cache_dir: Path, progress: TimedProgress | None = None
+) -> Path:
+    """The extractor as a LiteRT model in the cache, converted on a miss (about 20-30 s; ``progress``
+    hears how the conversion goes).
 
     Its main output is the pooled features; the last feature map is a second output, so a head-only
     run that ships this file can explain its answers (:mod:`clothclf.serving.explain`)."""
@@ -60,7 +63,7 @@ def extractor_tflite(extractor: keras.Model, backbone: str, cache_dir: Path) -> 
     path = Path(cache_dir) / f"{backbone}-{size}-{extractor_digest(extractor, backbone)}.tflite"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_tflite(with_feature_map(extractor), path)
+        export_tflite(with_feature_map(extractor), path, progress)
         release_freed_memory()  # the converter's ~270 MB, not kept for the rest of the run
     return path
 

@@ -18,6 +18,8 @@ class ProgressEvent:
 
     ``fraction`` is the share of all planned epochs done (0..1); ``history`` holds every finished epoch.
     ``batch`` of ``batches`` counts what ``unit`` names: batches in a fit phase, photos or files in a step.
+    ``left`` is the step's own estimate of its seconds left, for a step with nothing to count (a LiteRT
+    conversion, estimated from the model's size): None when it has none, or once it has overrun it.
     """
 
     phase: str
@@ -30,9 +32,43 @@ class ProgressEvent:
     metrics: dict[str, float] = field(default_factory=dict)
     history: tuple[dict[str, float | str], ...] = ()
     unit: str = "batches"
+    left: float | None = None
 
 
 ProgressHook = Callable[[ProgressEvent], None]
+
+
+class StepReporter:
+    """Reports the steps around the fit phases (features, evaluating, saving, conversions, trust) to a
+    progress hook; ``context()`` gives the run's (fraction done, epoch history) when there is a run."""
+
+    def __init__(
+        self,
+        hook: ProgressHook | None,
+        started: float | None = None,
+        context: Callable[[], tuple[float, tuple[dict, ...]]] = lambda: (0.0, ()),
+    ):
+        self.hook, self.context = hook, context
+        self.started = time.monotonic() if started is None else started
+
+    def announce(
+        self, phase: str, done: int = 0, total: int = 0, unit: str = "", left: float | None = None
+    ) -> None:
+        """Report ``phase`` with ``done`` of ``total`` ``unit`` (photos, files) when it counts something,
+        or the seconds ``left`` it expects when it cannot count (a conversion)."""
+        if self.hook is not None:
+            fraction, history = self.context()
+            elapsed = time.monotonic() - self.started
+            self.hook(ProgressEvent(phase, 0, 0, done, total, fraction, elapsed, {}, history, unit, left))
+
+    def counting(self, phase: str, unit: str) -> Callable[[int, int], None]:
+        """A ``progress(done, total)`` callback that announces ``phase`` counting ``unit``."""
+        return lambda done, total: self.announce(phase, done, total, unit)
+
+    def timed(self, phase: str) -> Callable[[float, float | None], None]:
+        """A ``progress(seconds, left)`` callback (:func:`clothclf.serving.export.timed_step`) that
+        announces ``phase`` with the seconds it expects are left."""
+        return lambda seconds, left: self.announce(phase, left=left)
 
 
 def current_lr(model: keras.Model) -> float:
@@ -143,7 +179,7 @@ class StepPrinter:
         if step != self._step:
             self._end_line()
             self._step, self._started, self._drawn = step, now, 0.0
-        finished = event.batches and event.batch >= event.batches
+        finished = (event.batches and event.batch >= event.batches) or event.left == 0.0
         if not finished and now - self._drawn < self.interval:
             return None
         self._drawn = now
@@ -169,10 +205,13 @@ class StepPrinter:
 
 
 def step_text(event: ProgressEvent, seconds: float) -> str:
-    """``<phase>: done/total <unit>, about N s left`` (the estimate from the pace so far)."""
+    """``<phase>: done/total <unit>, about N s left`` (the estimate from the pace so far); a step with
+    nothing to count as ``<phase>: N s, about M s left`` while it has its own estimate."""
     text = event.phase.replace("_", " ")
     if not event.batches:
-        return f"{text}…"
+        if event.left is None and seconds < 1:
+            return f"{text}…"
+        return f"{text}: {seconds:.0f} s" + (f", about {event.left:.0f} s left" if event.left else "")
     text += f": {event.batch}/{event.batches} {event.unit}"
     if 0 < event.batch < event.batches and seconds > 0:
         text += f", about {seconds / event.batch * (event.batches - event.batch):.0f} s left"

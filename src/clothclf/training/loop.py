@@ -17,7 +17,6 @@ import platform
 import shutil
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,16 +55,24 @@ from clothclf.runs import (
 )
 from clothclf.serving.export import export_head, export_trust_model
 from clothclf.serving.runtime import DenseHead, mirror_averaged
-from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressEvent, ProgressHook
+from clothclf.training.callbacks import HistoryRecorder, ProgressCallback, ProgressHook, StepReporter
 from clothclf.training.distill import teacher_targets
 from clothclf.training.distributed import fit_distributed, is_chief, local_copy, make_strategy, weights_digest
-from clothclf.training.phases import EVALUATING, FEATURES, FINE_TUNE, HEAD, SAVING, TEACHER, TRAIN, TRUST
+from clothclf.training.phases import (
+    CONVERTING,
+    EVALUATING,
+    FEATURES,
+    FINE_TUNE,
+    HEAD,
+    SAVING,
+    SPLIT_PHOTOS,
+    TEACHER,
+    TRAIN,
+    TRUST,
+)
 from clothclf.training.trust import annotate_predictions, features_of, write_trust
 
 log = logging.getLogger(__name__)
-
-#: How progress names the photos of each split.
-SPLIT_PHOTOS = {"train": "training", "validation": "validation", "test": "test"}
 
 
 class TrainingCancelled(Exception):
@@ -126,25 +133,21 @@ class TrainingRun:
         """Whether a stop was requested (on a multi-worker run: on any worker)."""
         return self.stop.is_set()
 
-    def announce(self, phase: str, done: int = 0, total: int = 0, unit: str = "") -> None:
-        """Report a step around the fit phases (features, evaluating, saving, trust) to the progress
-        hook, with ``done`` of ``total`` ``unit`` (photos, files) when it counts something."""
-        if self.progress is not None:
-            fraction = len(self.history) / max(self.total_epochs, 1)
-            elapsed = time.monotonic() - self.started
-            event = ProgressEvent(phase, 0, 0, done, total, fraction, elapsed, {}, tuple(self.history), unit)
-            self.progress(event)
-
-    def counting(self, phase: str, unit: str) -> Callable[[int, int], None]:
-        """A ``progress(done, total)`` callback that announces ``phase`` counting ``unit``."""
-        return lambda done, total: self.announce(phase, done, total, unit)
+    @property
+    def steps(self) -> StepReporter:
+        """Reports the steps around the fit phases, with the run's share of epochs done and history."""
+        return StepReporter(
+            self.progress,
+            self.started,
+            lambda: (len(self.history) / max(self.total_epochs, 1), tuple(self.history)),
+        )
 
     def cached_features(self, extractor_file: Path, split: str) -> Features:
         """The frozen extractor's features of ``split`` (:func:`~clothclf.data.features.cached_features`),
         read once and kept for the later steps: memory holds each split's features once (5 KB a photo)."""
         if split not in self.features:
             cache = {"cache_dir": self.paths.cache_dir, "fingerprint": self.fingerprint}
-            progress = self.counting(FEATURES, f"{SPLIT_PHOTOS[split]} photos")
+            progress = self.steps.counting(FEATURES, SPLIT_PHOTOS[split])
             self.features[split] = cached_features(
                 extractor_file, self.dataset, split, **cache, progress=progress
             )
@@ -158,7 +161,7 @@ class TrainingRun:
         """The training photos' targets with the teacher's answers blended in, or None (one-hot)."""
         if not self.config.teacher:
             return None
-        self.announce(TEACHER)
+        self.steps.announce(TEACHER)
         config, dataset = self.config, self.dataset
         return teacher_targets(config.teacher, dataset.train, dataset.class_names, config.teacher_weight)
 
@@ -335,7 +338,7 @@ def _train_and_save(run: TrainingRun, strategy: tf.distribute.Strategy) -> tuple
 def evaluate_and_save(run: TrainingRun, model: keras.Model, extractor_file: Path | None) -> tuple[dict, str]:
     """Steps 4-6 for a trained ``model``: score validation (and test), save the run folder, fit the trust
     scores; returns the saved validation metrics and the digest of the saved weights."""
-    run.announce(EVALUATING)
+    run.steps.announce(EVALUATING)
     validation = score(run, model, "validation", extractor_file)
     test = score(run, model, "test", extractor_file) if len(run.dataset.test) else None
     metrics = save(run, model, validation, test, features_model=extractor_file if run.head_only else None)
@@ -391,9 +394,12 @@ def fit_head(run: TrainingRun, model: keras.Model, strategy: tf.distribute.Strat
     model (head-only runs ship it, and score and fit trust on its features)."""
     config, head = run.config, model.get_layer("head")
     callbacks = _callbacks(run, HEAD)
-    run.announce(FEATURES)
+    run.steps.announce(FEATURES)
     extractor_file = extractor_tflite(
-        model.get_layer("feature_extractor"), config.backbone, run.paths.cache_dir
+        model.get_layer("feature_extractor"),
+        config.backbone,
+        run.paths.cache_dir,
+        run.steps.timed(CONVERTING),
     )
     train_f, val_f = (run.cached_features(extractor_file, s) for s in ("train", "validation"))
     steps = int(np.ceil(len(train_f.labels) / config.batch_size))
@@ -492,7 +498,7 @@ def score(run: TrainingRun, model: keras.Model, split: str, extractor_file: Path
         found = run.cached_features(extractor_file, split)
         files = tuple(run.dataset.root / f for f in found.files)
         return Scores(files, found.labels, model.get_layer("head").predict(found.features, verbose=0))
-    tta, progress = run.config.tta, run.counting(EVALUATING, f"{SPLIT_PHOTOS[split]} photos")
+    tta, progress = run.config.tta, run.steps.counting(EVALUATING, SPLIT_PHOTOS[split])
     scored = map_split(
         run.dataset.split(split),
         run.config.image_size,
@@ -525,7 +531,7 @@ def save(
     metrics, rows = _evaluation(run, validation, temperature)
     if test is not None and len(test.labels):
         write_evaluation(run.work, "test", *_evaluation(run, test, temperature))
-    _write_model_files(run.work, model, features_model, run.counting(SAVING, "model files"))
+    _write_model_files(run, model, features_model)
     seconds = round(time.monotonic() - run.started, 1)
     write_run(
         run.work,
@@ -540,16 +546,15 @@ def save(
     return metrics
 
 
-def _write_model_files(
-    work: Path, model: keras.Model, features_model: Path | None, progress: Callable[[int, int], None]
-) -> None:
+def _write_model_files(run: TrainingRun, model: keras.Model, features_model: Path | None) -> None:
     """The Keras model, the LiteRT model (or a head-only run's extractor) and the NumPy head, counted
-    for ``progress(done, 3)`` (the LiteRT conversion is the long one)."""
+    as 3 model files; the LiteRT conversion, the long one, reports its own progress in between."""
+    work, progress = run.work, run.steps.counting(SAVING, "model files")
     progress(0, 3)
     save_model(model, work / KERAS_MODEL)
     progress(1, 3)
     if features_model is None:
-        export_trust_model(model, work / LITERT_MODEL)
+        export_trust_model(model, work / LITERT_MODEL, run.steps.timed(CONVERTING))
     else:
         shutil.copyfile(features_model, work / FEATURES_MODEL)
     progress(2, 3)
@@ -562,16 +567,19 @@ def fit_trust_scores(
 ) -> None:
     """Step 6: the feature bank of the training photos and the thresholds, fitted on validation
     (:mod:`clothclf.training.trust`); ``probs`` are the calibrated validation probabilities."""
-    run.announce(TRUST)
+    run.steps.announce(TRUST)
     scored = [s for s in ("validation", "test") if training_evaluation(run.work, s).predictions.is_file()]
     if run.head_only and extractor_file is not None:  # the cached features are the served ones
         features = {s: run.cached_features(extractor_file, s).features for s in ("train", *scored)}
     else:
         model_file, size = run.work / LITERT_MODEL, run.config.image_size
-        features = {s: features_of(model_file, run.dataset.split(s), size) for s in ("train", *scored)}
+        count = {s: run.steps.counting(TRUST, SPLIT_PHOTOS[s]) for s in ("train", *scored)}
+        features = {s: features_of(model_file, run.dataset.split(s), size, count[s]) for s in count}
     logits = DenseHead(run.work / HEAD_WEIGHTS).logits
     train, val = features.pop("train"), features["validation"]
-    write_trust(run.work, logits, train, val, probs, labels, run.config.accept_accuracy)
+    write_trust(
+        run.work, logits, train, val, probs, labels, run.config.accept_accuracy, run.steps.timed(TRUST)
+    )
     annotate_predictions(run.work, features)  # the saved answers get the status serving gives them
 
 

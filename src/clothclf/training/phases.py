@@ -13,7 +13,12 @@ FINE_TUNE = "fine_tune"
 TRAIN = "train"
 EVALUATING = "evaluating"
 SAVING = "saving"
+#: A LiteRT conversion (the extractor's before head training, the model's while saving): nothing to
+#: count, so its progress is its elapsed time against an estimate from the model's size.
+CONVERTING = "converting"
 TRUST = "trust"
 DONE = "done"
 #: Phases that fit a model epoch by epoch (so they have epochs, batches and a pace to estimate from).
 FIT_PHASES = frozenset({HEAD, FINE_TUNE, TRAIN})
+#: How progress names the photos of each split it counts.
+SPLIT_PHOTOS = {"train": "training photos", "validation": "validation photos", "test": "test photos"}
