@@ -106,13 +106,17 @@ def test_a_named_run_is_refused_when_the_name_is_taken(tmp_path, capsys):
     assert "a run named 'mine' is already in" in capsys.readouterr().err
 
 
-def test_clothclf_runs_and_the_models_page_agree_on_the_duration(tiny_run, capsys, monkeypatch):
+def test_clothclf_runs_shows_what_the_models_page_shows(tiny_run, capsys, monkeypatch):
     monkeypatch.setenv("CLOTHCLF_RUNS_DIR", str(tiny_run.parent))
     assert main(["runs"]) == 0
-    [row] = models_table([describe_model(tiny_run)])
-    seconds = read_json(tiny_run / "run.json")["seconds"]
-    assert row["training time"] == duration_text(seconds)
-    assert capsys.readouterr().out.rstrip().endswith(duration_text(seconds))
+    header, line = capsys.readouterr().out.splitlines()
+    [row] = models_table([describe_model(tiny_run)])  # the page's table
+    assert header.split()[:3] == ["model", "dataset", "backbone"] and header.endswith("classes")
+    assert (row["dataset"], row["classes"]) == ("ds", "3: blue, green, red")
+    assert line.split()[:3] == [row["model"], row["dataset"], row["backbone"]]
+    assert re.search(rf"  {re.escape(row['training time'])} +{re.escape(row['classes'])}$", line)
+    assert f"{row['val accuracy']:.1f}%" in line and f"{row['test accuracy']:.1f}%" in line
+    assert row["training time"] == duration_text(read_json(tiny_run / "run.json")["seconds"])
     assert (duration_text(125.2), duration_text(45), duration_text(None)) == ("2 min 05 s", "45 s", "—")
 
 

@@ -639,8 +639,31 @@ def cmd_soup(args: argparse.Namespace, paths: Paths) -> int:
     return 0
 
 
+#: The Models page's columns ``clothclf runs`` prints, with their headings (the class list last: it is long).
+RUNS_COLUMNS = {
+    "model": "model",
+    "dataset": "dataset",
+    "backbone": "backbone",
+    "image size": "px",
+    "val accuracy": "val acc",
+    "test accuracy": "test acc",
+    "epochs": "epochs",
+    "training time": "training",
+    "classes": "classes",
+}
+#: The columns of numbers, aligned right.
+RUNS_NUMBERS = frozenset({"image size", "val accuracy", "test accuracy", "epochs"})
+
+
+def _runs_cell(value: object, column: str) -> str:
+    """A table cell as the Models page shows it: accuracies in percent with one decimal, – when unknown."""
+    if value is None:
+        return "–"
+    return f"{value:.1f}%" if column.endswith("accuracy") else str(value)
+
+
 def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
-    from clothclf.console import duration_text
+    from clothclf.app.models_list import describe_model, models_table
     from clothclf.runs import list_runs
 
     runs = list_runs(paths.runs_dir)
@@ -649,12 +672,16 @@ def cmd_runs(args: argparse.Namespace, paths: Paths) -> int:
         return 0
     if not runs:
         print(f"no runs in {paths.runs_dir}")
-    for run in runs:
-        s = run.summary
-        print(
-            f"{run.name:<40} {s.get('backbone', ''):<18} val acc {s.get('val_accuracy', 0):.4f}  "
-            f"{s.get('epochs', 0):>3} epochs  {duration_text(s.get('seconds')):>12}"
-        )
+        return 0
+    rows = models_table([e for e in (describe_model(r.path) for r in runs) if e is not None])
+    cells = [list(RUNS_COLUMNS.values())] + [[_runs_cell(row[c], c) for c in RUNS_COLUMNS] for row in rows]
+    widths = {c: max(len(line[i]) for line in cells) for i, c in enumerate(RUNS_COLUMNS)}
+    for line in cells:
+        padded = [
+            cell.rjust(widths[c]) if c in RUNS_NUMBERS else cell.ljust(widths[c])
+            for cell, c in zip(line, RUNS_COLUMNS)
+        ]
+        print("  ".join(padded).rstrip())
     return 0
 
 
