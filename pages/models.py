@@ -17,8 +17,21 @@ from pages._shared import (
     use_model,
 )
 
-#: Percentages with one decimal everywhere (the table holds them as 0–100).
-PERCENT = st.column_config.NumberColumn(format="%.1f%%")
+#: The table's columns and widths (px), which fit a 1400 px window's page without sideways scrolling;
+#: long names and class lists wrap (rows fit three lines). Macro-F1 and epochs are on the Model report.
+TABLE_COLUMNS = {
+    "model": st.column_config.TextColumn(width=130),
+    "dataset": st.column_config.TextColumn(width=110),
+    "classes": st.column_config.TextColumn(width=170),
+    "backbone": st.column_config.TextColumn(width=130),
+    "image size": st.column_config.NumberColumn("px", width=45, help="Image size in pixels"),
+    "val accuracy": st.column_config.NumberColumn("val acc", format="%.1f%%", width=70),
+    "test accuracy": st.column_config.NumberColumn("test acc", format="%.1f%%", width=70),
+    "training time": st.column_config.TextColumn("training", width=80),
+    "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", width=115),
+}
+#: Rows taller than 4 rem let the table wrap its text.
+ROW_HEIGHT = 70
 
 
 def validation_f1(entry: ModelEntry) -> dict:
@@ -45,15 +58,9 @@ st.dataframe(
     models_table(entries),
     hide_index=True,
     placeholder="–",
-    column_config={  # narrow enough that every column fits a laptop's width (the class list is cut, whole on hover)
-        "classes": st.column_config.TextColumn(width="small"),
-        "val accuracy": PERCENT,
-        "val macro-F1": st.column_config.NumberColumn(format="%.3f"),
-        "test accuracy": PERCENT,
-        "test macro-F1": st.column_config.NumberColumn(format="%.3f"),
-        "created": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm", width="medium"),
-        "path": None,
-    },
+    row_height=ROW_HEIGHT,
+    column_order=list(TABLE_COLUMNS),
+    column_config=TABLE_COLUMNS,
 )
 
 st.subheader("Model for this session", anchor=False)

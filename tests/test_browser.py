@@ -141,6 +141,15 @@ def test_every_page_opens_without_an_exception(page, app_url):
 
 
 @pytest.mark.browser
+def test_the_models_table_fits_a_laptop_window_without_scrolling_sideways(page, app_url):
+    open_page(page, app_url, "models")  # the page fixture's window is 1400 px wide
+    table = page.locator('[data-testid="stDataFrame"] .dvn-scroller').first
+    scrolled, shown = table.evaluate("element => [element.scrollWidth, element.clientWidth]")
+    assert 0 < scrolled <= shown
+    assert page.locator(EXCEPTION).count() == 0
+
+
+@pytest.mark.browser
 def test_clicking_a_confusion_matrix_cell_selects_it(page, app_url, tiny_run):
     first_class = json.loads((tiny_run / "class_names.json").read_text())[0]
     open_page(page, app_url, "report")
