@@ -13,6 +13,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from clothclf.app.issues_process import issues_in_child
 from clothclf.app.jobs import active_data_dir
 from clothclf.app.tables import display_name
 from clothclf.app.training_data import extract_uploaded_dataset
@@ -29,7 +30,6 @@ from clothclf.data.overlay import (
     write_overlay,
 )
 from clothclf.errors import ClothclfError
-from clothclf.evaluation.data_issues import dataset_issues, embedding_map
 from pages._shared import (
     CHART_CONFIG,
     offer_dataset_download,
@@ -81,19 +81,22 @@ def class_balance(dataset) -> None:
 
 
 def find(dataset, fingerprint: str, model_dir: str, paths: Paths) -> dict:
-    """The issues of ``dataset`` with a progress bar, kept in the session (per dataset and model)."""
+    """The issues of ``dataset`` with a progress bar, kept in the session (per dataset and model). They
+    are found in a child process: the server never holds TensorFlow."""
     store = st.session_state.setdefault(ISSUES_KEY, {})
     key = (fingerprint, model_dir)
     if key not in store:
-        bar = st.progress(0.0, text="Starting…")
-        issues, pooled = dataset_issues(
-            dataset, model_dir, paths, progress=lambda done, what: bar.progress(done, text=what.capitalize())
+        bar = st.progress(0.0, text="Starting (loading TensorFlow in a separate process)…")
+        issues, photo_map = issues_in_child(
+            dataset.root,
+            fingerprint,
+            model_dir,
+            paths,
+            progress=lambda done, what: bar.progress(done, text=what.capitalize()),
         )
         bar.empty()
         store.clear()  # one result at a time: the server's memory stays small
-        store[key] = dict(
-            issues=issues, files=pooled.files, labels=pooled.labels, xy=embedding_map(pooled.features)
-        )
+        store[key] = dict(issues=issues, files=photo_map.files, labels=photo_map.labels, xy=photo_map.xy)
     return store[key]
 
 

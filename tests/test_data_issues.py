@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +13,16 @@ import pytest
 from helpers import CLASSES, write_dataset
 from PIL import Image
 
+from clothclf.app.issues_process import issues_in_child
 from clothclf.cli import main
-from clothclf.data.datasets import Dataset, create_dataset, decode_split
+from clothclf.config import Paths
+from clothclf.data.datasets import Dataset, create_dataset, dataset_fingerprint, decode_split
 from clothclf.data.features import Features
+from clothclf.errors import ClothclfError
 from clothclf.evaluation.data_issues import (
     DataIssues,
     IssueSettings,
+    dataset_issues,
     embedding_map,
     find_issues,
     format_issues,
@@ -129,3 +135,39 @@ def test_cli_data_issues_with_a_run_s_frozen_extractor(planted, tiny_run, tmp_pa
     assert any({"test/red/copy_exact.png", copies["test/red/copy_exact.png"]} <= g for g in groups)
     assert main(["data", "issues", "--data", str(root), "--model", str(tiny_run)]) == 0
     assert "label issues" in capsys.readouterr().out
+
+
+def test_the_child_process_finds_what_the_finder_finds_and_its_caller_never_imports_tensorflow(
+    planted, tiny_run
+):
+    root, _ = planted
+    script = (
+        "import json, sys\n"
+        "from clothclf.app.issues_process import issues_in_child\n"
+        "from clothclf.config import Paths\n"
+        "from clothclf.data.datasets import create_dataset, dataset_fingerprint\n"
+        f"root = {str(root)!r}\n"
+        "seen = []\n"
+        "issues, photos = issues_in_child(root, dataset_fingerprint(create_dataset(root)), "
+        f"{str(tiny_run)!r}, Paths.from_env(), lambda done, what: seen.append(done))\n"
+        "print(json.dumps({'issues': issues.to_json(), 'suggested': issues.suggested, 'files': photos.files,\n"
+        "    'xy': photos.xy.shape, 'progress': [seen[0], seen[-1]],\n"
+        "    'imported': sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    child = json.loads(done.stdout.strip().splitlines()[-1])
+    assert child["imported"] == []
+    here, pooled = dataset_issues(create_dataset(root), tiny_run, Paths.from_env())
+    assert child["issues"] == json.loads(json.dumps(here.to_json()))
+    assert child["suggested"] == here.suggested and child["files"] == list(pooled.files)
+    assert child["xy"] == [len(pooled.files), 2] and child["progress"] == [0.0, 1.0]
+
+
+def test_the_child_process_s_errors_come_back_as_one_sentence(planted, tiny_run, tmp_path):
+    root, _ = planted
+    fingerprint = dataset_fingerprint(create_dataset(root))
+    with pytest.raises(ClothclfError, match=r"changed while it was being looked at; look again$"):
+        issues_in_child(root, "0" * 32, tiny_run, Paths.from_env())
+    with pytest.raises(ClothclfError, match=str(tmp_path / "no-model")):
+        issues_in_child(root, fingerprint, tmp_path / "no-model", Paths.from_env())

@@ -404,7 +404,7 @@ def _launch(
             stdin=subprocess.DEVNULL,
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=_child_env(),
+            env=child_env(),
         )
     # Read while the child cannot have been reaped yet (the reaper starts below), so it is this child.
     write_json(job.folder / "process.json", dataclasses.asdict(ProcessId.of(process.pid)))
@@ -417,7 +417,7 @@ def _launch(
     return job
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """This environment, with clothclf importable and TensorFlow's C++ logging quieter."""
     env = dict(os.environ)
     package_root = str(Path(__file__).resolve().parents[2])

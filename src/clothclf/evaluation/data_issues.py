@@ -109,6 +109,20 @@ class DataIssues:
             "outliers": [{"file": o.file, "split": o.split, "score": o.score} for o in self.outliers],
         }
 
+    @classmethod
+    def from_json(cls, values: dict, photos: int = 0, suggested: dict[str, str] | None = None) -> DataIssues:
+        """Inverse of :meth:`to_json` (the photo count and suggestions are not in it: given apart)."""
+        return cls(
+            tuple(LabelIssue(**row) for row in values["label_issues"]),
+            tuple(
+                DuplicateGroup(tuple(row["files"]), tuple(row["splits"]), row["similarity"])
+                for row in values["duplicates"]
+            ),
+            tuple(Outlier(**row) for row in values["outliers"]),
+            photos,
+            dict(suggested or {}),
+        )
+
     @property
     def leaks(self) -> tuple[DuplicateGroup, ...]:
         """The duplicate groups across training and validation or test."""
