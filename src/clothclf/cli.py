@@ -585,7 +585,8 @@ def cmd_export(args: argparse.Namespace, paths: Paths) -> int:
     elif args.int8:
         from clothclf.training.quantize import quantize_run
 
-        record = quantize_run(model_dir, args.data or paths.default_dataset_dir, overwrite=args.force)
+        data = args.data or paths.default_dataset_dir
+        record = quantize_run(model_dir, data, overwrite=args.force, progress=_steps_on_stderr())
         print(target)
         served = "served by default" if record["served"] else "not served (the float model answers)"
         print(

@@ -33,14 +33,18 @@ TimedProgress = Callable[[float, float | None], None]
 #: 2.7-3.0 s, MobileNetV2 at 224 px (262) 23.6 s, EfficientNet-Lite2 at 260 px (322) 28.7 s; Lite2 took
 #: 19.6 s at load 1.5. An estimate of how long to wait, not a promise.
 CONVERSION_SECONDS = (1.0, 0.085)
+#: The same for an int8 conversion, calibration on :data:`CALIBRATION_PHOTOS` photos included: the small
+#: CNN 9.8 s, EfficientNet-Lite2 at 260 px 107.6 s (its first calibration photo after 19 s), load 7.
+INT8_CONVERSION_SECONDS = (2.5, 0.33)
 
 #: Seconds between two reports of a running step (:func:`timed_step`).
 REPORT_INTERVAL = 1.0
 
 
-def conversion_estimate(model: keras.Model) -> float:
-    """Seconds a LiteRT conversion of ``model`` is expected to take, from its size (:data:`CONVERSION_SECONDS`)."""
-    fixed, per_tensor = CONVERSION_SECONDS
+def conversion_estimate(model: keras.Model, int8: bool = False) -> float:
+    """Seconds a LiteRT conversion of ``model`` is expected to take, from its size
+    (:data:`CONVERSION_SECONDS`, :data:`INT8_CONVERSION_SECONDS`)."""
+    fixed, per_tensor = INT8_CONVERSION_SECONDS if int8 else CONVERSION_SECONDS
     return fixed + per_tensor * len(model.weights)
 
 
@@ -84,16 +88,25 @@ def export_tflite(model: keras.Model, path: str | Path, progress: TimedProgress 
 CALIBRATION_PHOTOS = 200
 
 
-def export_tflite_int8(model: keras.Model, path: str | Path, calibration: Iterable[np.ndarray]) -> Path:
+def export_tflite_int8(
+    model: keras.Model,
+    path: str | Path,
+    calibration: Iterable[np.ndarray],
+    progress: TimedProgress | None = None,
+) -> Path:
     """Write ``model`` as a full-integer LiteRT model at ``path`` (atomically) and return the path.
 
     Weights and activations are int8 (input and output stay float32, so serving is unchanged); the
     activations' ranges are calibrated on ``calibration``, decoded ``uint8`` images at the model's size.
+    ``progress`` hears how the conversion goes (:func:`timed_step`).
     """
     import tensorflow as tf
 
     path = Path(path)
-    with tempfile.TemporaryDirectory(prefix="clothclf-int8-") as saved:
+    with (
+        tempfile.TemporaryDirectory(prefix="clothclf-int8-") as saved,
+        timed_step(conversion_estimate(model, int8=True), progress),
+    ):
         with contextlib.redirect_stdout(io.StringIO()):
             model.export(saved, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
