@@ -76,6 +76,7 @@ PHASES = {
     phases.TRAIN: "Training the whole network",
     phases.EVALUATING: "Evaluating on the validation set",
     phases.SAVING: "Saving the model (converting it to LiteRT is the long part)",
+    phases.CONVERTING: "Converting the model to LiteRT (the time left is estimated from its size)",
     phases.TRUST: "Fitting when to trust an answer (feature bank of the training photos, thresholds)",
 }
 
