@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from helpers import PROJECT_ROOT, write_dataset, zip_bytes
 from streamlit.testing.v1 import AppTest
-from test_browser import app_env, app_url, chromium, page  # noqa: F401  (the browser fixtures)
+from test_browser import app_env, app_url, chromium, page  # noqa: F401  (the browser fixtures; sys.path: scripts)
 
 from clothclf.app.training_data import uploads_dir
 from clothclf.config import Paths
@@ -105,3 +109,64 @@ def test_the_page_in_a_browser_shows_the_map_and_the_duplicates(page, app_url, a
     page.get_by_role("tab", name="Duplicates").click()
     page.get_by_text("Leak across splits").first.wait_for(timeout=TIMEOUT_MS)
     page.screenshot(path=str(Path(app_env["CLOTHCLF_RUNS_DIR"]).parent / "dataset.png"), full_page=True)
+
+
+#: The server's cap, as on Community Cloud; the server alone stays far below it (it never imports TensorFlow).
+LIMIT_MB = 1024
+SERVER_PEAK_MB = 300
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """A process's resident memory now, its peak and its anonymous part, in MB (``/proc/<pid>/status``)."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+    return {name: int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "VmHWM", "RssAnon")}
+
+
+def watch_memory(group, stop: threading.Event, peaks: dict[int, dict[str, float]]) -> None:
+    """Every process of ``group``'s peak figures (:func:`memory_mb`), until ``stop``."""
+    while not stop.wait(0.25):
+        for pid in group.pids():
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                now = memory_mb(pid)
+                peaks[pid] = {k: max(v, peaks.get(pid, {}).get(k, 0.0)) for k, v in now.items()}
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_page_finds_the_default_datasets_issues_in_a_1_gb_server(shared_dataset, chromium):  # noqa: F811
+    """The shipped model on clothing-dataset-small with a cold feature cache: the worst case. Prints
+    the figures docs/data-quality.md reports (``-s``)."""
+    from load_test import streamlit_server
+    from memcap import MemoryCgroup
+    from screenshots import EXCEPTION, open_page
+
+    env = {**os.environ, "CLOTHCLF_DATA_DIR": str(shared_dataset)}
+    env.pop("CLOTHCLF_MODEL_DIR", None)  # the shipped model
+    peaks: dict[int, dict[str, float]] = {}
+    with MemoryCgroup.create(LIMIT_MB) as group, streamlit_server(env, 300, group.enter) as server:
+        stop = threading.Event()
+        threading.Thread(target=watch_memory, args=(group, stop, peaks), daemon=True).start()
+        page = chromium.new_page(viewport={"width": 1400, "height": 1000})
+        open_page(page, server.url, "dataset")
+        started = time.monotonic()
+        page.get_by_role("button", name="Find issues").click()
+        page.get_by_text("Map of the photos").wait_for(timeout=1_800_000)
+        seconds = time.monotonic() - started
+        shown = page.locator('[data-testid="stMetric"]').all_inner_texts()
+        stop.set()
+        server_now = memory_mb(server.pid)
+        figures = dict(
+            seconds=round(seconds),
+            server_peak_rss_mb=round(server_now["VmHWM"]),
+            server_rss_after_mb=round(server_now["VmRSS"]),
+            child_peak_rss_mb=round(max(p["VmHWM"] for pid, p in peaks.items() if pid != server.pid)),
+            child_peak_anon_mb=round(max(p["RssAnon"] for pid, p in peaks.items() if pid != server.pid)),
+            cgroup_peak_mb=round(group.peak_mb()),
+            oom_kills=group.oom_kills(),
+            shown=[" ".join(text.split()) for text in shown],
+        )
+        print(json.dumps(figures))
+        assert page.locator(EXCEPTION).count() == 0, figures
+    assert figures["oom_kills"] == 0 and figures["cgroup_peak_mb"] < LIMIT_MB, figures
+    assert figures["server_peak_rss_mb"] < SERVER_PEAK_MB, figures
+    assert any(text.startswith("Label issues") for text in figures["shown"]), figures
