@@ -171,3 +171,15 @@ def test_the_child_process_s_errors_come_back_as_one_sentence(planted, tiny_run,
         issues_in_child(root, "0" * 32, tiny_run, Paths.from_env())
     with pytest.raises(ClothclfError, match=str(tmp_path / "no-model")):
         issues_in_child(root, fingerprint, tmp_path / "no-model", Paths.from_env())
+
+
+def test_a_child_process_killed_on_the_way_is_one_sentence(planted, tmp_path, monkeypatch):
+    root, _ = planted
+    oom = tmp_path / "python-killed-by-the-oom-killer"
+    oom.write_text("#!/bin/sh\nkill -9 $$\n")
+    oom.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(oom))
+    with pytest.raises(
+        ClothclfError, match=r"killed by SIGKILL \(most likely it ran out of memory\); try again$"
+    ):
+        issues_in_child(root, "0" * 32, None, Paths.from_env())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,10 +52,14 @@ def issues_in_child(
     come back as :class:`~clothclf.errors.ClothclfError` (its sentence); it is killed if the caller stops."""
     with tempfile.TemporaryDirectory(prefix="clothclf-issues-") as out:
         command = [sys.executable, "-m", __name__, str(root), out, fingerprint, str(model_dir or "")]
-        with _child(command, Path(out), paths) as lines:
+        with _child(command, Path(out), paths) as (process, lines):
             error = _follow(lines, progress)
         if error is not None:
             raise ClothclfError(error)
+        if process.returncode < 0:
+            name = signal.Signals(-process.returncode).name
+            memory = " (most likely it ran out of memory)" if name == "SIGKILL" else ""
+            raise ClothclfError(f"the process finding the issues was killed by {name}{memory}; try again")
         if not (Path(out) / ISSUES_FILE).is_file():
             log = (Path(out) / LOG_FILE).read_text(errors="replace").strip().splitlines()
             raise ClothclfError(f"finding the issues failed: {log[-1] if log else 'the process ended early'}")
@@ -62,8 +67,9 @@ def issues_in_child(
 
 
 @contextlib.contextmanager
-def _child(command: list[str], out: Path, paths: Paths) -> Iterator[Iterator[str]]:
-    """The child's standard output, line by line; its standard error goes to ``out/output.log``."""
+def _child(command: list[str], out: Path, paths: Paths) -> Iterator[tuple[subprocess.Popen, Iterator[str]]]:
+    """The child and its standard output, line by line (its standard error goes to ``out/output.log``);
+    killed if still running on exit, then waited for."""
     env = {
         **child_env(),
         "CLOTHCLF_CACHE_DIR": str(paths.cache_dir),
@@ -76,7 +82,7 @@ def _child(command: list[str], out: Path, paths: Paths) -> Iterator[Iterator[str
             command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env, text=True
         )
         try:
-            yield iter(process.stdout.readline, "")
+            yield process, iter(process.stdout.readline, "")
         finally:
             if process.poll() is None:
                 process.kill()
