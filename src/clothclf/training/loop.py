@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from clothclf import __version__
+from clothclf.allocator import release_freed_memory
 from clothclf.config import Paths, TrainConfig
 from clothclf.data.datasets import Dataset, class_weights, create_dataset, dataset_fingerprint, map_split
 from clothclf.data.features import Features, cached_features, extractor_tflite
@@ -560,6 +561,7 @@ def _write_model_files(run: TrainingRun, model: keras.Model, features_model: Pat
     progress(2, 3)
     export_head(model.get_layer("head"), work / HEAD_WEIGHTS)
     progress(3, 3)
+    release_freed_memory()  # the serializer's and converter's buffers, not kept through the trust step
 
 
 def fit_trust_scores(
