@@ -131,16 +131,34 @@ def watch_memory(group, stop: threading.Event, peaks: dict[int, dict[str, float]
                 peaks[pid] = {k: max(v, peaks.get(pid, {}).get(k, 0.0)) for k, v in now.items()}
 
 
+def dataset_sample(dataset: Path, folder: Path, per_class: int) -> Path:
+    """The first ``per_class`` photos of each class of each split of ``dataset``, copied to ``folder``."""
+    for split in ("train", "validation", "test"):
+        for class_folder in sorted(p for p in (dataset / split).iterdir() if p.is_dir()):
+            (folder / split / class_folder.name).mkdir(parents=True)
+            for photo in sorted(class_folder.iterdir())[:per_class]:
+                shutil.copyfile(photo, folder / split / class_folder.name / photo.name)
+    return folder
+
+
 @pytest.mark.browser
 @pytest.mark.slow
-def test_the_page_finds_the_default_datasets_issues_in_a_1_gb_server(shared_dataset, chromium):  # noqa: F811
-    """The shipped model on clothing-dataset-small with a cold feature cache: the worst case. Prints
-    the figures docs/data-quality.md reports (``-s``)."""
+def test_the_page_finds_the_default_datasets_issues_in_a_1_gb_server(shared_dataset, chromium, tmp_path):  # noqa: F811
+    """The shipped model with a cold feature cache, on 20 photos a class of each split of
+    clothing-dataset-small (600 photos: the child's memory is the backbone's, the features add 5 KB a
+    photo); ``CLOTHCLF_PAGE_TEST_PHOTOS=all`` takes the whole dataset, the figures docs/data-quality.md
+    reports (``-s`` prints them)."""
     from load_test import streamlit_server
     from memcap import MemoryCgroup
     from screenshots import EXCEPTION, open_page
 
-    env = {**os.environ, "CLOTHCLF_DATA_DIR": str(shared_dataset)}
+    per_class = os.environ.get("CLOTHCLF_PAGE_TEST_PHOTOS", "20")
+    data = (
+        shared_dataset
+        if per_class == "all"
+        else dataset_sample(shared_dataset, tmp_path / "data", int(per_class))
+    )
+    env = {**os.environ, "CLOTHCLF_DATA_DIR": str(data), "CLOTHCLF_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("CLOTHCLF_MODEL_DIR", None)  # the shipped model
     peaks: dict[int, dict[str, float]] = {}
     with MemoryCgroup.create(LIMIT_MB) as group, streamlit_server(env, 300, group.enter) as server:
@@ -151,6 +169,7 @@ def test_the_page_finds_the_default_datasets_issues_in_a_1_gb_server(shared_data
         started = time.monotonic()
         page.get_by_role("button", name="Find issues").click()
         page.get_by_text("Map of the photos").wait_for(timeout=1_800_000)
+        page.locator('[data-testid="stMetric"]').filter(has_text="Label issues").wait_for()
         seconds = time.monotonic() - started
         shown = page.locator('[data-testid="stMetric"]').all_inner_texts()
         stop.set()
@@ -167,6 +186,8 @@ def test_the_page_finds_the_default_datasets_issues_in_a_1_gb_server(shared_data
         )
         print(json.dumps(figures))
         assert page.locator(EXCEPTION).count() == 0, figures
-    assert figures["oom_kills"] == 0 and figures["cgroup_peak_mb"] < LIMIT_MB, figures
+    # The cgroup's own peak counts the page cache, which fills any cap; what must fit is the memory in use.
+    assert figures["oom_kills"] == 0, figures
+    assert figures["server_peak_rss_mb"] + figures["child_peak_anon_mb"] < LIMIT_MB, figures
     assert figures["server_peak_rss_mb"] < SERVER_PEAK_MB, figures
     assert any(text.startswith("Label issues") for text in figures["shown"]), figures
