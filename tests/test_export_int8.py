@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from clothclf.cli import main
+from clothclf.data.datasets import create_dataset
 from clothclf.errors import RunError
 from clothclf.runs import read_summary
 from clothclf.serving.classifier import load_classifier
@@ -21,8 +23,13 @@ def test_export_int8_serves_the_same_answers(tiny_run, synthetic_dataset, tmp_pa
     with pytest.raises(RunError, match="export --int8"):
         load_classifier(model, backend="litert-int8")
     assert main(["export", "--int8", "--model", str(model), "--data", str(synthetic_dataset)]) == 0
-    printed = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    printed, steps = captured.out.splitlines(), captured.err.splitlines()
     assert printed[0] == str(model / "model_int8.tflite")
+    assert re.fullmatch(r"converting: 0 s, about \d+ s left", steps[0])  # each step, with an estimate
+    validation = len(create_dataset(synthetic_dataset).validation)
+    for kind in ("float", "int8"):  # or a count
+        assert f"evaluating: {validation}/{validation} validation photos ({kind})" in steps
     record = read_summary(model)["int8"]
     assert printed[1].startswith(f"validation accuracy: int8 {record['val_accuracy']:.4f}")
     assert record["served"] == (record["fp32_val_accuracy"] - record["val_accuracy"] <= 0.003)

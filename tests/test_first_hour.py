@@ -6,7 +6,6 @@ import dataclasses
 import io
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -246,22 +245,3 @@ def test_the_conversion_estimate_grows_with_the_model():
     text = step_text(ProgressEvent(CONVERTING, 0, 0, 0, 0, 0.0, 0.0, left=20.0), 5.0)
     assert text == "converting: 5 s, about 20 s left"
     assert step_text(ProgressEvent(CONVERTING, 0, 0, 0, 0, 0.0, 0.0), 25.0) == "converting: 25 s"
-
-
-@pytest.mark.slow
-def test_clothclf_export_prints_each_step_with_its_estimate_or_count(
-    tiny_run, synthetic_dataset, tmp_path, capsys
-):
-    model = shutil.copytree(tiny_run, tmp_path / "model")
-    assert main(["export", "--force", "--model", str(model)]) == 0
-    float_steps = capsys.readouterr().err.splitlines()
-    assert re.fullmatch(r"converting: 0 s, about \d+ s left", float_steps[0])
-    assert re.fullmatch(r"converting: \d+ s", float_steps[-1])
-    assert main(["export", "--int8", "--model", str(model), "--data", str(synthetic_dataset)]) == 0
-    int8_steps = capsys.readouterr().err.splitlines()
-    validation = len(create_dataset(synthetic_dataset).validation)
-    for line in (
-        f"evaluating: {validation}/{validation} validation photos ({kind})" for kind in ("float", "int8")
-    ):
-        assert line in int8_steps
-    assert re.fullmatch(r"converting: 0 s, about \d+ s left", int8_steps[0])
