@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import runpy
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 from streamlit.runtime import Runtime
+from streamlit.runtime.app_session import AppSession
 from streamlit.runtime.pages_manager import PagesManager
+from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
 
 from clothclf.allocator import release_freed_memory, tune_for_server
 from clothclf.app.download import DATASET_SIZE_TEXT, download_progress
@@ -46,7 +49,7 @@ PHOTOS_GONE = (
 )
 ENTRY_POINT = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 #: Seconds between two looks for ended sessions to release (:func:`release_ended_sessions`).
-SESSION_SWEEP_S = 15.0
+SESSION_SWEEP_S = 5.0
 
 log = logging.getLogger(__name__)
 
@@ -79,38 +82,68 @@ def use_model(path: str) -> None:
     st.session_state[MODEL_KEY] = path
 
 
-def release_ended_sessions() -> int:
-    """Shut down the visitors' sessions whose reconnect time (``server.disconnectedSessionTTL``) is
-    over, drop what sessions that are gone left behind (their uploaded files, pictures), then give
-    the freed memory back to the system. How many sessions it shut down.
+def release_ended_sessions(known: weakref.WeakValueDictionary[str, AppSession]) -> int:
+    """Shut down the visitors' sessions that have ended (their reconnect time,
+    ``server.disconnectedSessionTTL``, is over), empty their state, drop what they left behind
+    (uploaded files, pictures), then give the freed memory back to the system. ``known``: the
+    sessions seen by the previous call (updated). How many sessions it shut down.
 
     Streamlit (1.67) keeps a closed tab's session for a reconnect and then forgets it without shutting
-    it down, so the files its visitor uploaded stayed in the server's memory for good (51 MB a visit
-    in docs/memory.md's soak). Runs on the server's event loop, like Streamlit's own session changes;
-    uses Streamlit internals, and only logs where a version lacks them."""
+    it down (also when another session's arrival expires it), so the files its visitor uploaded stayed
+    in the server's memory for good (51 MB a visit in docs/memory.md's soak). Its state is emptied as
+    well: the server's message loop keeps the last session it sent messages to until the next visitor
+    comes, and with it that session's widget values (the uploaded files). Runs on the server's event
+    loop, like Streamlit's own session changes; uses Streamlit internals, and only logs where a
+    version lacks them."""
     try:
         runtime = Runtime.instance()
         sessions = runtime._session_mgr
         with sessions._storage_lock:
-            expired = [info.session for _, info in sessions._session_storage._cache.expire()]
-        for session in expired:
-            session.shutdown()
-        live = {info.session.id for info in sessions.list_sessions()}
-        uploads, media = runtime.uploaded_file_mgr, runtime.media_file_mgr
-        with uploads._lock:  # script threads and requests change both while this runs
-            uploaded = set(uploads.file_storage)
-        with media._lock:
-            pictured = set(media._files_by_session_and_coord)
-        for session_id in uploaded - live:
-            uploads.remove_session_files(session_id)
-        for session_id in pictured - live:
-            media.clear_session_refs(session_id)
-        media.remove_orphaned_files()
+            sessions._session_storage._cache.expire()
+        live = {info.session.id: info.session for info in sessions.list_sessions()}
+        ended = [session for session_id, session in list(known.items()) if session_id not in live]
+        for session in ended:
+            session.shutdown()  # a no-op for a session Streamlit shut down itself
+            session.session_state.clear()
+            del known[session.id]
+        known.update(live)
+        left = _drop_files_of_sessions_not_in(runtime, set(live))
     except AttributeError as exc:  # another Streamlit version: its sessions are left to it
         log.warning("ended sessions are not released on this Streamlit version (%s)", exc)
         return 0
-    release_freed_memory()
-    return len(expired)
+    if ended or left:
+        release_freed_memory()
+    return len(ended)
+
+
+def _drop_files_of_sessions_not_in(runtime: Runtime, live: set[str]) -> bool:
+    """Drop the uploaded files and pictures of sessions other than ``live``; whether there were any."""
+    uploads, media = runtime.uploaded_file_mgr, runtime.media_file_mgr
+    with uploads._lock:  # script threads and requests change both while this runs
+        uploaded = set(uploads.file_storage) - live
+    with media._lock:
+        pictured = set(media._files_by_session_and_coord) - live
+    for session_id in uploaded:
+        uploads.remove_session_files(session_id)
+    for session_id in pictured:
+        media.clear_session_refs(session_id)
+    media.remove_orphaned_files()
+    return bool(uploaded or pictured)
+
+
+def _share_bytes_when_uploads_are_copied() -> None:
+    """Make a copy of an uploaded file share its bytes with the original.
+
+    Streamlit (1.67) hands the script a deep copy of every widget's value, and a deep copy of an
+    uploaded file (an ``io.BytesIO``) copied its bytes: every script run held the visitor's uploads
+    twice (51 MB more a visit in docs/memory.md's soak). The copy made here shares the bytes, which
+    ``io.BytesIO`` copies only if one of the two is written to, so the script still gets its own file."""
+
+    def shared_copy(upload: UploadedFile, memo: dict) -> UploadedFile:
+        record = UploadedFileRec(upload.file_id, upload.name, upload.type, upload.getvalue())
+        return UploadedFile(record, upload._file_urls)
+
+    UploadedFile.__deepcopy__ = shared_copy
 
 
 @st.cache_resource(show_spinner=False)
@@ -122,10 +155,11 @@ def _sweep_sessions_every(seconds: float) -> bool:
         loop = Runtime.instance()._get_async_objs().eventloop
     except (RuntimeError, AttributeError):
         return False
+    known: weakref.WeakValueDictionary[str, AppSession] = weakref.WeakValueDictionary()
 
     def sweep() -> None:
         try:
-            release_ended_sessions()
+            release_ended_sessions(known)
         finally:
             loop.call_later(seconds, sweep)
 
@@ -135,9 +169,10 @@ def _sweep_sessions_every(seconds: float) -> bool:
 
 def keep_server_memory_flat() -> None:
     """At the start of every script run: glibc tuned for a long-lived server (see
-    :mod:`clothclf.allocator`; effective from the first run on) and ended sessions released every
-    :data:`SESSION_SWEEP_S` seconds. Cheap after the first call."""
+    :mod:`clothclf.allocator`; effective from the first run on), uploads not copied, and ended
+    sessions released every :data:`SESSION_SWEEP_S` seconds. Cheap after the first call."""
     tune_for_server()
+    _share_bytes_when_uploads_are_copied()
     _sweep_sessions_every(SESSION_SWEEP_S)
 
 

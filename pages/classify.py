@@ -22,6 +22,7 @@ from clothclf.app.uploads import (
 from clothclf.config import Limits
 from clothclf.console import counted
 from clothclf.evaluation import plots
+from clothclf.serving.classifier import Classifier
 from pages._shared import (
     CHART_CONFIG,
     cached_classifier,
@@ -169,37 +170,29 @@ def show_many(results: list[UploadResult], uploads: list[tuple[str, Upload]]) ->
     )
 
 
-require_app_navigation()
-st.title("Classify clothing photos")
-model_dir = session_model_dir()
-try:
-    classifier = cached_classifier(model_dir)
-except ValueError as exc:
-    show_error(exc)
-    st.page_link("pages/models.py", label="Pick another model", icon=":material/swap_horiz:")
-    st.stop()
-classes = ", ".join(display_name(c) for c in classifier.class_names)
-st.caption(f"Upload photos of clothes and the model names what each one shows: {classes}.")
+def uploaded_photos(classifier: Classifier) -> list[tuple[str, Upload]]:
+    """The uploader and the camera, side by side; the photos they hold."""
+    upload_col, options_col = st.columns([3, 2], gap="large")
+    with upload_col:
+        files = st.file_uploader(
+            "Photos",
+            accept_multiple_files=True,  # any file: one of another format is named with the formats read
+            max_upload_size=LIMITS.max_upload_mb,
+            help=f"{READ_FORMATS}. {batch_limits_text(LIMITS)}",
+        )
+    with options_col:
+        if classifier.trust_note:
+            st.caption(classifier.trust_note)
+        use_camera = st.toggle("Take a photo with the camera")
+        shot = st.camera_input("Camera", label_visibility="collapsed") if use_camera else None
+    uploads: list[tuple[str, Upload]] = [(f.name, f) for f in files or []]
+    if shot is not None:
+        uploads.append(("camera photo", shot))
+    return uploads
 
-upload_col, options_col = st.columns([3, 2], gap="large")
-with upload_col:
-    files = st.file_uploader(
-        "Photos",
-        accept_multiple_files=True,  # any file: one of another format is named with the formats read
-        max_upload_size=LIMITS.max_upload_mb,
-        help=f"{READ_FORMATS}. {batch_limits_text(LIMITS)}",
-    )
-with options_col:
-    if classifier.trust_note:
-        st.caption(classifier.trust_note)
-    use_camera = st.toggle("Take a photo with the camera")
-    shot = st.camera_input("Camera", label_visibility="collapsed") if use_camera else None
 
-uploads: list[tuple[str, Upload]] = [(f.name, f) for f in files or []]
-if shot is not None:
-    uploads.append(("camera photo", shot))
-
-if not uploads:
+def example_photo(model_dir: str) -> list[tuple[str, Upload]]:
+    """Example photos from the test set to try (or the dataset's download); the one picked, if any."""
     entry = describe_model(model_dir)
     run = entry.run if entry else None
     examples = example_photos(dataset_root_for(run), limit=5)
@@ -215,13 +208,33 @@ if not uploads:
             if column.button("Try this", key=f"example-{i}", width="stretch"):
                 st.session_state[EXAMPLE_KEY] = str(path)
     chosen = st.session_state.get(EXAMPLE_KEY)
-    if chosen and Path(chosen).is_file():
-        uploads = [(Path(chosen).name, Path(chosen))]
+    return [(Path(chosen).name, Path(chosen))] if chosen and Path(chosen).is_file() else []
 
-if uploads:
+
+def main() -> None:
+    """The page. The uploads stay local to this run: Streamlit keeps the module of the last script
+    run (of any visitor) until the next one, so files named at the top level of a page stayed in
+    the server's memory after their visitor left (docs/memory.md, Soak)."""
+    require_app_navigation()
+    st.title("Classify clothing photos")
+    model_dir = session_model_dir()
+    try:
+        classifier = cached_classifier(model_dir)
+    except ValueError as exc:
+        show_error(exc)
+        st.page_link("pages/models.py", label="Pick another model", icon=":material/swap_horiz:")
+        st.stop()
+    classes = ", ".join(display_name(c) for c in classifier.class_names)
+    st.caption(f"Upload photos of clothes and the model names what each one shows: {classes}.")
+    uploads = uploaded_photos(classifier) or example_photo(model_dir)
+    if not uploads:
+        return
     st.divider()
     results = classify(model_dir, tuple(upload_key(data) for _, data in uploads), uploads)
     if len(uploads) == 1:
         show_one(results[0], uploads[0][1], model_dir, len(classifier.class_names))
     else:
         show_many(results, uploads)
+
+
+main()

@@ -172,6 +172,7 @@ def _visit(browser, url: str, files: Sequence[Path]) -> str:
             page.locator('input[type="file"]').first.set_input_files(files=[str(f) for f in files])
             done = page.get_by_text("photos classified")
             done.wait_for()
+            page.get_by_text("Download results (CSV)").wait_for()  # the page's last element: drawn whole
         page.wait_for_timeout(500)
         page.wait_for_selector('[data-testid="stStatusWidget"]', state="hidden")
         return done.first.inner_text().strip() if files else ""
