@@ -32,19 +32,16 @@ import contextlib
 import io
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -60,6 +57,13 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from clothclf.app.tables import display_name  # noqa: E402
 from clothclf.app.uploads import classify_upload  # noqa: E402
 from clothclf.benchmarks.memory import MemoryReport  # noqa: E402
+from clothclf.benchmarks.server import (  # noqa: E402, F401 (soak.py and the tests import them from here)
+    Server,
+    free_port,
+    server_env,
+    streamlit_server,
+    streamlit_servers,
+)
 from clothclf.benchmarks.timing import inotify_watches, rss_mb  # noqa: E402, F401 (tests import both from here)
 from clothclf.config import Limits, Paths  # noqa: E402
 from clothclf.errors import ClothclfError  # noqa: E402
@@ -86,112 +90,6 @@ class Answer:
 
     label: str
     confidence: str
-
-
-@dataclass(frozen=True)
-class Server:
-    url: str
-    pid: int
-
-
-# --- the server ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def streamlit_server(
-    env: dict[str, str],
-    timeout: float = 120.0,
-    preexec_fn: Callable[[], None] | None = None,
-    file_watcher: str | None = "none",
-) -> Iterator[Server]:
-    """``streamlit run streamlit_app.py`` on a free loopback port, yielded once ``/_stcore/health``
-    answers; stopped (and waited for) on exit. ``preexec_fn`` runs in the server's process before it
-    starts (e.g. to enter a memory cgroup); ``file_watcher`` as for :func:`streamlit_servers`."""
-    with streamlit_servers([env], timeout, file_watcher, preexec_fn=preexec_fn) as servers:
-        yield servers[0]
-
-
-@contextlib.contextmanager
-def streamlit_servers(
-    envs: Sequence[dict[str, str]],
-    timeout: float = 120.0,
-    file_watcher: str | None = "none",
-    preexec_fn: Callable[[], None] | None = None,
-) -> Iterator[list[Server]]:
-    """One fresh server per environment, all started at once (their start-ups overlap); stopped on exit.
-
-    ``file_watcher`` overrides ``server.fileWatcherType`` (None: the app's own configuration).
-    """
-    with contextlib.ExitStack() as stack:
-        started = [stack.enter_context(_spawned_server(env, file_watcher, preexec_fn)) for env in envs]
-        deadline = time.monotonic() + timeout
-        yield [_wait_until_healthy(process, url, log, deadline) for process, url, log in started]
-
-
-@contextlib.contextmanager
-def _spawned_server(
-    env: dict[str, str], file_watcher: str | None, preexec_fn: Callable[[], None] | None = None
-) -> Iterator[tuple[subprocess.Popen, str, IO[str]]]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "streamlit", "run", "streamlit_app.py",
-        "--server.address", "127.0.0.1",
-        "--server.port", str(port),
-        "--server.headless", "true",
-        "--browser.gatherUsageStats", "false",
-        *(("--server.fileWatcherType", file_watcher) if file_watcher else ()),
-    ]  # fmt: skip
-    log = tempfile.TemporaryFile(mode="w+")
-    server = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn
-    )
-    try:
-        yield server, f"http://127.0.0.1:{port}", log
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-
-
-def _wait_until_healthy(server: subprocess.Popen, url: str, log: IO[str], deadline: float) -> Server:
-    while not _healthy(url):
-        if server.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"streamlit exited with code {server.returncode}:\n{log.read()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"streamlit did not answer on {url} in time")
-        time.sleep(0.5)
-    return Server(url, server.pid)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.read() == b"ok"
-    except OSError:
-        return False
-
-
-def server_env(model_dir: Path, workdir: Path) -> dict[str, str]:
-    """The environment for a server that uses ``model_dir`` and keeps its runs, data and cache in ``workdir``."""
-    return {
-        **os.environ,
-        "CLOTHCLF_MODEL_DIR": str(model_dir),
-        "CLOTHCLF_RUNS_DIR": str(workdir / "runs"),
-        "CLOTHCLF_DATA_DIR": str(workdir / "data"),
-        "CLOTHCLF_CACHE_DIR": str(workdir / "cache"),
-        "PYTHONPATH": os.pathsep.join(p for p in (str(PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p),
-    }
 
 
 # --- photos and the answers they should get ------------------------------------------------------
