@@ -6,6 +6,7 @@ Fixtures live in ``conftest.py``; plain helpers live here and are imported as ``
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -65,3 +66,13 @@ def tiny_config(dataset: Path, **changes):
 def long_config(dataset: Path):
     """Head training that would run for minutes (no early stopping), to be cancelled or killed."""
     return tiny_config(dataset, epochs=500, patience=1000)
+
+
+def dataset_sample(dataset: Path, folder: Path, per_class: int) -> Path:
+    """The first ``per_class`` photos of each class of each split of ``dataset``, copied to ``folder``."""
+    for split in ("train", "validation", "test"):
+        for class_folder in sorted(p for p in (dataset / split).iterdir() if p.is_dir()):
+            (folder / split / class_folder.name).mkdir(parents=True)
+            for photo in sorted(class_folder.iterdir())[:per_class]:
+                shutil.copyfile(photo, folder / split / class_folder.name / photo.name)
+    return folder

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT_ROOT, write_dataset, zip_bytes
+from helpers import PROJECT_ROOT, dataset_sample, write_dataset, zip_bytes
 from streamlit.testing.v1 import AppTest
 from test_browser import app_env, app_url, chromium, page  # noqa: F401  (the browser fixtures; sys.path: scripts)
 
@@ -129,16 +129,6 @@ def watch_memory(group, stop: threading.Event, peaks: dict[int, dict[str, float]
             with contextlib.suppress(OSError, KeyError, ValueError):
                 now = memory_mb(pid)
                 peaks[pid] = {k: max(v, peaks.get(pid, {}).get(k, 0.0)) for k, v in now.items()}
-
-
-def dataset_sample(dataset: Path, folder: Path, per_class: int) -> Path:
-    """The first ``per_class`` photos of each class of each split of ``dataset``, copied to ``folder``."""
-    for split in ("train", "validation", "test"):
-        for class_folder in sorted(p for p in (dataset / split).iterdir() if p.is_dir()):
-            (folder / split / class_folder.name).mkdir(parents=True)
-            for photo in sorted(class_folder.iterdir())[:per_class]:
-                shutil.copyfile(photo, folder / split / class_folder.name / photo.name)
-    return folder
 
 
 @pytest.mark.browser
