@@ -33,6 +33,8 @@ def test_export_int8_serves_the_same_answers(tiny_run, synthetic_dataset, tmp_pa
     record = read_summary(model)["int8"]
     assert printed[1].startswith(f"validation accuracy: int8 {record['val_accuracy']:.4f}")
     assert record["served"] == (record["fp32_val_accuracy"] - record["val_accuracy"] <= 0.003)
+    rescored = f"evaluating: {validation}/{validation} validation photos (served)"
+    assert (rescored in steps) == record["served"]  # the saved evaluations, scored again when int8 serves
     auto = load_classifier(model)
     assert auto.backend == ("litert-int8" if record["served"] else "litert")
     assert auto.trust.scored  # the int8 model has the feature outputs trust needs

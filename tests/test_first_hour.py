@@ -26,7 +26,9 @@ from clothclf.console import counted, duration_text
 from clothclf.data.datasets import create_dataset
 from clothclf.data.features import compute_features
 from clothclf.errors import RunError
+from clothclf.evaluation.evaluate import evaluate_classifier
 from clothclf.runs import checked_run_name, read_json
+from clothclf.serving.classifier import load_classifier
 from clothclf.serving.export import conversion_estimate, timed_step
 from clothclf.training.callbacks import ProgressEvent, StepPrinter, step_text
 from clothclf.training.missing_weights import missing_weights_text, weights_failure
@@ -245,3 +247,17 @@ def test_the_conversion_estimate_grows_with_the_model():
     text = step_text(ProgressEvent(CONVERTING, 0, 0, 0, 0, 0.0, 0.0, left=20.0), 5.0)
     assert text == "converting: 5 s, about 20 s left"
     assert step_text(ProgressEvent(CONVERTING, 0, 0, 0, 0, 0.0, 0.0), 25.0) == "converting: 25 s"
+
+
+def test_an_evaluation_counts_the_photos(tiny_run, synthetic_dataset):
+    # What `clothclf export --int8` shows while it scores the saved splits again with the int8 model.
+    split = create_dataset(synthetic_dataset).validation
+    counts: list[tuple[int, int]] = []
+    evaluate_classifier(
+        load_classifier(tiny_run),
+        split,
+        synthetic_dataset,
+        batch_size=4,
+        progress=lambda *c: counts.append(c),
+    )
+    assert counts == [(min(done, len(split)), len(split)) for done in range(4, len(split) + 4, 4)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,17 @@ from clothclf.runs import (
 
 
 def evaluate_classifier(
-    classifier, split: Split, root: str | Path, batch_size: int = 32
+    classifier,
+    split: Split,
+    root: str | Path,
+    batch_size: int = 32,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[dict, list[dict]]:
     """Run ``classifier`` (see :mod:`clothclf.serving.classifier`) over ``split``; return (metrics, per-image rows).
 
     The split is decoded and run ``batch_size`` photos at a time (never held in memory whole). Files
     that cannot be decoded are skipped (one warning) and listed under ``metrics["skipped"]``.
+    ``progress(done, total)`` counts the photos as they are done.
     """
     answers, labels, files, skipped = [], [], [], []
     for chunk in decode_chunks(split, classifier.image_size, batch_size):
@@ -39,6 +45,8 @@ def evaluate_classifier(
         labels += chunk.labels.tolist()
         files += chunk.files
         skipped += chunk.skipped
+        if progress is not None:
+            progress(len(files) + len(skipped), len(split))
     warn_skipped(skipped)
     if not answers:
         raise DatasetError("no readable images to evaluate")

@@ -76,18 +76,22 @@ def quantize_run(
     write_json(model_dir / SUMMARY, {**summary, "int8": record})
     if record["served"]:
         upgrade_run(model_dir, data_dir, progress=progress)  # trust fitted on the served model's features
-        rescore_saved_splits(model_dir, data_dir)
+        rescore_saved_splits(model_dir, data_dir, steps)
     return record
 
 
-def rescore_saved_splits(model_dir: Path, data_dir: str | Path) -> None:
+def rescore_saved_splits(model_dir: Path, data_dir: str | Path, steps: StepReporter) -> None:
     """Score the splits training saved beside the model again with the served model (metrics and
-    predictions, trust included), and record the served validation accuracy and macro-F1 in ``run.json``."""
+    predictions, trust included; ``steps`` hears the photos counted), and record the served validation
+    accuracy and macro-F1 in ``run.json``."""
     classifier = load_classifier(model_dir, pool_size=1)
     dataset = run_dataset(model_dir, data_dir)
     for split in ("validation", "test"):
         if training_evaluation(model_dir, split).metrics.is_file() and len(dataset.split(split)):
-            metrics, rows = evaluate_classifier(classifier, dataset.split(split), dataset.root)
+            count = steps.counting(EVALUATING, f"{SPLIT_PHOTOS[split]} (served)")
+            metrics, rows = evaluate_classifier(
+                classifier, dataset.split(split), dataset.root, progress=count
+            )
             record = {**metrics, "temperature": classifier.temperature, "backend": classifier.backend}
             write_evaluation(model_dir, split, record, rows)
             if split == "validation":
